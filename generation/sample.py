@@ -1,0 +1,117 @@
+"""Generate images from one checkpoint on the command line, with a provenance CSV.
+
+    python -m generation.sample --checkpoint PATH --label {AD,NonAD} --n N --seed S --out DIR
+
+Bulk runs across several GPUs: ``accelerate launch --num_processes K -m generation.sample ...``
+splits the seeds across processes; the main process merges one ``provenance.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from generation.labels import LABELS
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m generation.sample",
+        description=(
+            "Generate N images of one pathology from a diffusers checkpoint. Writes PNGs and provenance.csv "
+            "(file, sha256, checkpoint, step, label, prompt, negative_prompt, seed, scheduler, steps, guidance, "
+            "width, height, seconds) into --out. Image i uses seed S+i. Run under `accelerate launch` to split "
+            "the seeds across processes (one merged provenance.csv)."
+        ),
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="pipeline folder, or training output checkpoint-<N>/ (with --base)")
+    parser.add_argument("--base", type=Path, default=None, help="base pipeline for a training output checkpoint-<N>/")
+    parser.add_argument("--label", required=True, help=f"pathology to generate: {' or '.join(LABELS)}")
+    parser.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--prompt", default=None, help="prompt (default: the label's template from assets/prompts.json)")
+    parser.add_argument("--negative-prompt", default=None, help="negative prompt (default from assets/prompts.json)")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps, 1-200 (default 20)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale, 0-30 (default 3.0)")
+    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=list(SCHEDULERS), help=f"sampler (default {DEFAULT_SCHEDULER})")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="ignored under accelerate launch, which assigns devices")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Generate and write the images described by ``args``; returns 0."""
+    from accelerate import PartialState
+
+    from generation.checkpoints import inspect_checkpoint
+    from generation.device import resolve_device
+    from generation.labels import validate_label
+    from generation.pipelines import load_pipeline
+    from generation.prompts import load_prompts
+    from generation.sampling import SamplingRequest, generate, save_images, write_provenance
+
+    validate_label(args.label)
+    book = load_prompts()
+    request = SamplingRequest(
+        label=args.label, prompt=args.prompt if args.prompt is not None else book.default_prompt(args.label),
+        negative_prompt=args.negative_prompt if args.negative_prompt is not None else book.negative,
+        n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
+    ).validated()
+    info = inspect_checkpoint(args.checkpoint, args.base)
+    import torch
+
+    # cpu=True lets accelerate form a gloo process group when there is no GPU (tests, laptops).
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    device = state.device if state.num_processes > 1 else resolve_device(args.device)
+    pipe = load_pipeline(info, device)
+    with state.split_between_processes(request.seeds) as my_seeds:
+        logger.info("process %d/%d: %d images on %s", state.process_index + 1, state.num_processes, len(my_seeds), device)
+        generated = generate(pipe, info, request, seeds=my_seeds, batch_size=args.batch_size)
+        part = args.out / f".provenance.part-{state.process_index}.csv"
+        rows = save_images(generated, args.out)
+        _write_part(rows, part)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        parts = sorted(args.out.glob(".provenance.part-*.csv"))
+        write_provenance([row for p in parts for row in _read_part(p)], args.out / "provenance.csv")
+        for p in parts:
+            p.unlink()
+        logger.info("wrote %d images and %s", request.n, args.out / "provenance.csv")
+    return 0
+
+
+def _write_part(rows: list[dict], path: Path) -> None:
+    from generation.sampling import PROVENANCE_COLUMNS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PROVENANCE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read_part(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    from generation.errors import run_cli
+
+    return run_cli(lambda: main(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,196 @@
+"""Sampling images from a loaded pipeline, with every setting recorded as provenance."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from generation.checkpoints import CheckpointInfo
+from generation.labels import validate_label
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS: dict[str, str] = {
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+}
+"""Sampler names offered to users, mapped to diffusers scheduler classes."""
+DEFAULT_SCHEDULER = "dpm++"
+STEPS_RANGE = (1, 200)
+GUIDANCE_RANGE = (0.0, 30.0)
+MAX_SEED = 2**32 - 1
+MAX_IMAGES = 10_000
+PROVENANCE_COLUMNS = (
+    "file", "sha256", "checkpoint", "step", "label", "prompt", "negative_prompt", "seed", "scheduler",
+    "steps", "guidance", "width", "height", "seconds",
+)
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """What to generate. Image ``i`` uses seed ``seed + i``, so any image can be made again alone."""
+
+    label: str
+    prompt: str
+    n: int = 8
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 3.0
+    scheduler: str = DEFAULT_SCHEDULER
+    negative_prompt: str = ""
+
+    def validated(self) -> "SamplingRequest":
+        """This request, if every field is in range.
+
+        Raises:
+            ValueError: Naming the field, the value received and the values allowed.
+        """
+        validate_label(self.label)
+        _check_range("steps", self.steps, *STEPS_RANGE)
+        _check_range("guidance", self.guidance, *GUIDANCE_RANGE)
+        _check_range("n", self.n, 1, MAX_IMAGES)
+        _check_range("seed", self.seed, 0, MAX_SEED - self.n + 1)
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler {self.scheduler!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
+        if not self.prompt.strip():
+            raise ValueError("prompt is empty; describe the image to generate (the Generate tab pre-fills a template)")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.n)]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One generated image and its provenance row (``file`` and ``sha256`` filled when saved)."""
+
+    image: object
+    provenance: dict
+
+
+def _check_range(name: str, value, low, high) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    if isinstance(low, int) and isinstance(high, int) and not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+
+
+def use_scheduler(pipe, name: str) -> None:
+    """Swap the pipeline's scheduler for sampler ``name``, keeping the trained noise schedule."""
+    import diffusers
+
+    cls = getattr(diffusers, SCHEDULERS[name])
+    if type(pipe.scheduler).__name__ != cls.__name__:
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+def generate(
+    pipe, info: CheckpointInfo, request: SamplingRequest, seeds: list[int] | None = None,
+    batch_size: int = 8, on_step: Callable[[int, int], None] | None = None,
+) -> list[GeneratedImage]:
+    """Generate images for ``request`` (or only its ``seeds`` subset) with their provenance.
+
+    Args:
+        pipe: A pipeline from ``generation.pipelines.load_pipeline``.
+        info: The checkpoint ``pipe`` was loaded from (recorded in the provenance).
+        request: Label, prompt and settings.
+        seeds: The seeds to make; default all of ``request.seeds``.
+        batch_size: Images per forward pass.
+        on_step: Called with (steps done, steps in all) after every denoising step.
+
+    Raises:
+        ValueError: If a setting is out of range.
+    """
+    request.validated()
+    seeds = request.seeds if seeds is None else list(seeds)
+    use_scheduler(pipe, request.scheduler)
+    total, done, results = len(seeds) * request.steps, 0, []
+    for start in range(0, len(seeds), batch_size):
+        chunk = seeds[start:start + batch_size]
+
+        def step_end(_pipe, _index, _timestep, kwargs, _offset=done):
+            if on_step:
+                on_step(min(total, _offset + (_index + 1) * len(chunk)), total)
+            return kwargs
+
+        began = time.perf_counter()
+        with torch.inference_mode():
+            images = pipe(
+                prompt=[request.prompt] * len(chunk),
+                negative_prompt=[request.negative_prompt] * len(chunk),
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                # CPU generators give the same noise on every device: the seed alone fixes an image.
+                generator=[torch.Generator("cpu").manual_seed(seed) for seed in chunk],
+                output_type="pil",
+                callback_on_step_end=step_end,
+            ).images
+        seconds = (time.perf_counter() - began) / len(chunk)
+        done += len(chunk) * request.steps
+        results += [GeneratedImage(image, _provenance(info, request, seed, image, seconds)) for seed, image in zip(chunk, images)]
+    return results
+
+
+def _provenance(info: CheckpointInfo, request: SamplingRequest, seed: int, image, seconds: float) -> dict:
+    return {
+        "file": "", "sha256": "", "checkpoint": str(info.path), "step": info.step, "label": request.label,
+        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
+        "scheduler": request.scheduler, "steps": request.steps, "guidance": float(request.guidance),
+        "width": image.width, "height": image.height, "seconds": round(seconds, 4),
+    }
+
+
+def save_images(generated: list[GeneratedImage], out_dir: Path) -> list[dict]:
+    """Write each image as PNG under ``out_dir``; returns provenance rows with file and sha256.
+
+    The file name holds the label, step, seed and the start of the sha256. Each PNG is written to
+    a temporary name and renamed, and the sha256 is of the bytes written, so it always matches.
+    An identical image already there is left as it is (``new_file`` is False in its row).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in generated:
+        buffer = io.BytesIO()
+        item.image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        row = item.provenance
+        path = out_dir / f"{row['label']}-step{row['step']}-seed{row['seed']}-{sha[:12]}.png"
+        new_file = not path.exists()
+        if new_file:
+            tmp = path.with_name(f".{path.name}.partial")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        rows.append({**row, "file": path.name, "sha256": sha, "new_file": new_file})
+    return rows
+
+
+def write_provenance(rows: list[dict], path: Path) -> None:
+    """Write provenance rows as CSV (merging with rows already in ``path``, keyed by file), atomically."""
+    path = Path(path)
+    merged = {}
+    if path.is_file():
+        with path.open(newline="") as handle:
+            merged = {row["file"]: row for row in csv.DictReader(handle)}
+    merged.update({row["file"]: row for row in rows})
+    tmp = path.with_name(f".{path.name}.partial")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PROVENANCE_COLUMNS)
+        writer.writeheader()
+        for row in sorted(merged.values(), key=lambda r: (r["label"], int(r["seed"]), r["file"])):
+            writer.writerow({column: row[column] for column in PROVENANCE_COLUMNS})
+    os.replace(tmp, path)

@@ -1,0 +1,170 @@
+"""Register real, labelled images into the study database.
+
+Usage::
+
+    python -m review.register --data DIR_OR_CSV [--db PATH]
+
+Files are read where they lie and identified by their sha256; only their paths, labels and
+sizes are stored. Registering the same data twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from generation.datasets import DatasetError, Problem, scan_labelled
+from review import store
+
+logger = logging.getLogger(__name__)
+
+DB_ENV_VAR = "POLYP_DB"
+
+
+@dataclass(frozen=True)
+class RegistrationReport:
+    """What ``register_real_images`` did.
+
+    Attributes:
+        added: Images newly stored.
+        already_stored: Usable images whose sha256 the database already held.
+        duplicates: ``(duplicate, first)`` pairs within the source; only ``first`` was stored.
+        problems: Files skipped because they are not usable images.
+    """
+
+    added: int
+    already_stored: int
+    duplicates: list[tuple[Path, Path]]
+    problems: list[Problem]
+
+
+def default_db_path() -> Path:
+    """Return the database path used when none is given: ``$POLYP_DB`` or ``data/polypturing.db``."""
+    return Path(os.environ.get(DB_ENV_VAR) or Path("data") / "polypturing.db")
+
+
+def register_real_images(db: sqlite_utils.Database, source: Path) -> RegistrationReport:
+    """Scan a labelled folder or CSV and store its images as real images, in one transaction.
+
+    Args:
+        db: An open study database (``review.store.open_db``).
+        source: A folder holding ``AD/`` and/or ``NonAD/``, or a CSV with ``file,label``.
+
+    Returns:
+        Counts of added and already-stored images, the duplicates and the problems.
+
+    Raises:
+        DatasetError: If the source as a whole is unusable (see ``scan_labelled``).
+    """
+    source = Path(source).resolve()
+    scan = scan_labelled(source)
+    added = 0
+    with db.atomic():  # all of a source or none of it
+        for file in scan.files:
+            added += store.add_real_image(
+                db,
+                sha256=file.sha256,
+                label=file.label,
+                path=str(file.path.resolve()),
+                width=file.width,
+                height=file.height,
+                origin=str(source),
+            )
+    report = RegistrationReport(
+        added=added,
+        already_stored=len(scan.files) - added,
+        duplicates=scan.duplicates,
+        problems=scan.problems,
+    )
+    logger.info("registered %s: %d added, %d already stored", source, added, report.already_stored)
+    return report
+
+
+def format_report(report: RegistrationReport, source: Path, db_path: str | Path) -> str:
+    """Return the short human summary the CLI prints; paths are shown relative to the source."""
+    source = Path(source).resolve()
+    base = source if source.is_dir() else source.parent
+    lines = [
+        f"Registered real images from {source} into {db_path}",
+        f"  added: {report.added}",
+        f"  already stored: {report.already_stored}",
+    ]
+    if report.duplicates:
+        lines.append(f"  duplicates (same content, kept the first): {len(report.duplicates)}")
+        lines += [f"    {_shown(dup, base)} = {_shown(first, base)}" for dup, first in report.duplicates]
+    if report.problems:
+        lines.append(f"  problems (skipped): {len(report.problems)}")
+        lines += [f"    {_shown(p.path, base)}: {p.reason}" for p in report.problems]
+    return "\n".join(lines)
+
+
+def _shown(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m review.register",
+        description=(
+            "Register real, labelled images (AD / NonAD) into the PolypTuring study database. "
+            "Every file is decoded and hashed; unreadable or unsupported files are reported and "
+            "skipped, and files with identical content are stored once. Files stay where they "
+            "are; only their path, label, size and sha256 are stored."
+        ),
+        epilog=(
+            "accepted layouts for --data:\n"
+            "  DIR          a folder holding AD/ and/or NonAD/ with image files directly inside\n"
+            "  FILE.csv     a CSV with a header containing file,label; file is relative to the\n"
+            "               CSV's folder or absolute; label is AD or NonAD\n"
+            "image types: .png .jpg .jpeg .bmp .tif .tiff .webp\n"
+            "exit status: 0 done, 2 unusable data source"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, type=Path, metavar="DIR_OR_CSV",
+                        help="folder with AD/ and NonAD/, or a CSV with file,label")
+    parser.add_argument("--db", type=Path, default=None, metavar="PATH",
+                        help=f"study database file (default: ${DB_ENV_VAR} if set, "
+                             "else data/polypturing.db)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log each file skipped and each duplicate as it is found")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parse_args(argv)
+    # The summary lists every problem; per-file log lines only with --verbose.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    db_path = args.db if args.db is not None else default_db_path()
+    try:
+        db = store.open_db(db_path)
+    except (sqlite3.Error, OSError) as error:
+        print(f"error: cannot open database {str(db_path)!r}: {error}", file=sys.stderr)
+        return 2
+    try:
+        report = register_real_images(db, args.data)
+        counts = store.count_images(db)["real"]
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+    print(format_report(report, args.data, db_path))
+    print("  real images now stored: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
