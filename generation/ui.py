@@ -41,7 +41,10 @@ def build(services) -> gr.Blocks:
         gr.Markdown(PHANTOM_NOTE)
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                checkpoint = gr.Dropdown(choices=choices, value=choices[-1][1] if choices else None, label="Checkpoint")
+                checkpoint = gr.Dropdown(
+                    choices=choices, value=choices[-1][1] if choices else None, label="Checkpoint",
+                    allow_custom_value=True, info="pick one, or paste the path of a checkpoint folder",
+                )
                 refresh = gr.Button("Refresh checkpoints", size="sm")
                 label = gr.Radio([(LABEL_NAMES[k], k) for k in LABELS], value=LABELS[0], label="Pathology")
                 prompt = gr.Textbox(book.default_prompt(LABELS[0]), lines=3, label="Prompt")

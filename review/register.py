@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -46,8 +45,10 @@ class RegistrationReport:
 
 
 def default_db_path() -> Path:
-    """Return the database path used when none is given: ``$POLYP_DB`` or ``data/polypturing.db``."""
-    return Path(os.environ.get(DB_ENV_VAR) or Path("data") / "polypturing.db")
+    """The app's database: ``$POLYP_DB``, else ``$POLYP_DATA_DIR/polypturing.db``, else the project's ``data/``."""
+    from appconfig import default_db_path as app_default
+
+    return app_default()
 
 
 def register_real_images(db: sqlite_utils.Database, source: Path) -> RegistrationReport:
@@ -134,8 +135,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, type=Path, metavar="DIR_OR_CSV",
                         help="folder with AD/ and NonAD/, or a CSV with file,label")
     parser.add_argument("--db", type=Path, default=None, metavar="PATH",
-                        help=f"study database file (default: ${DB_ENV_VAR} if set, "
-                             "else data/polypturing.db)")
+                        help=f"study database file (default: ${DB_ENV_VAR} if set, else the app's "
+                             "data folder: $POLYP_DATA_DIR/polypturing.db or data/polypturing.db in the project)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each file skipped and each duplicate as it is found")
     return parser.parse_args(argv)

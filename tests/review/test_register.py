@@ -48,7 +48,8 @@ def test_register_stores_absolute_paths_and_is_idempotent(folder: Path, monkeypa
 
 def test_default_db_path(monkeypatch) -> None:
     monkeypatch.delenv("POLYP_DB", raising=False)
-    assert default_db_path() == Path("data") / "polypturing.db"
+    monkeypatch.delenv("POLYP_DATA_DIR", raising=False)
+    assert default_db_path() == Path(__file__).resolve().parents[2] / "data" / "polypturing.db"
     monkeypatch.setenv("POLYP_DB", "/tmp/elsewhere.db")
     assert default_db_path() == Path("/tmp/elsewhere.db")
 

@@ -1,0 +1,37 @@
+"""The frozen app config: flags win over environment, which wins over defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appconfig import PROJECT_DIR, build_config
+
+
+def test_defaults_live_in_the_project_data_folder():
+    config = build_config([], env={})
+    assert config.data_dir == PROJECT_DIR / "data"
+    assert config.db_path == PROJECT_DIR / "data" / "polypturing.db"
+    assert (config.host, config.port, config.device) == ("127.0.0.1", 7860, "auto")
+
+
+def test_environment_then_flags():
+    env = {"POLYP_DATA_DIR": "/d", "PORT": "9000", "POLYP_DEVICE": "cpu"}
+    config = build_config([], env=env)
+    assert (config.data_dir, config.checkpoints_dir, config.port, config.device) == (Path("/d"), Path("/d/checkpoints"), 9000, "cpu")
+    assert build_config(["--port", "7000", "--db", "/x.db"], env=env).port == 7000
+    assert build_config(["--db", "/x.db"], env=env).db_path == Path("/x.db")
+
+
+@pytest.mark.parametrize("env", [{"PORT": "http"}, {"PORT": "70000"}, {"POLYP_DEVICE": "tpu"}])
+def test_bad_environment_values_are_refused(env, capsys):
+    with pytest.raises(SystemExit):
+        build_config([], env=env)
+    assert next(iter(env)) in capsys.readouterr().err
+
+
+def test_config_is_frozen():
+    config = build_config([], env={})
+    with pytest.raises(AttributeError):
+        config.port = 1
