@@ -23,11 +23,14 @@ def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks
     from generation import ui as generation_ui
 
     services = services or Services(config)
+    # Built outside the app's Blocks: a Blocks created inside another is inlined there already,
+    # and .render() would then place its components a second time.
+    generate_tab = generation_ui.build(services)
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nA clinical Turing-test workbench for generated colonoscopy polyp images.")
         with gr.Tabs():
             with gr.Tab("Generate"):
-                generation_ui.build(services).render()
+                generate_tab.render()
     return app
 
 

@@ -2,6 +2,7 @@
 
 Environment variables (flags win): ``POLYP_DATA_DIR`` (default ``./data`` in the project),
 ``POLYP_CHECKPOINTS`` (default ``DATA/checkpoints``), ``POLYP_DB`` (default ``DATA/polypturing.db``),
+``POLYP_BASE`` (base pipeline for training outputs ``checkpoint-<N>/unet``),
 ``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860).
 """
 
@@ -28,6 +29,7 @@ class AppConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     demo_dir: Path = DEMO_DIR
+    base: Path | None = None
     max_cached_pipelines: int = 2
 
     @property
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="project data folder (env POLYP_DATA_DIR; default ./data)")
     parser.add_argument("--checkpoints", type=Path, help="folder scanned for checkpoints besides the demo (env POLYP_CHECKPOINTS; default DATA/checkpoints)")
     parser.add_argument("--db", type=Path, help="study database file (env POLYP_DB; default DATA/polypturing.db)")
+    parser.add_argument("--base", type=Path, help="base pipeline that training outputs checkpoint-<N>/unet/ are loaded on (env POLYP_BASE)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run models (env POLYP_DEVICE; default auto: cuda when present)")
     parser.add_argument("--host", help="address to serve on (env HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to serve on (env PORT; default 7860)")
@@ -75,6 +78,7 @@ def build_config(argv: list[str] | None = None, env: Mapping[str, str] | None = 
         checkpoints_dir=Path(args.checkpoints or env.get("POLYP_CHECKPOINTS") or data_dir / "checkpoints"),
         db_path=Path(args.db or env.get("POLYP_DB") or data_dir / "polypturing.db"),
         device=device,
+        base=Path(args.base or env["POLYP_BASE"]) if (args.base or env.get("POLYP_BASE")) else None,
         host=args.host or env.get("HOST", "127.0.0.1"),
         port=port,
     )
@@ -112,4 +116,4 @@ class Services:
         """Every checkpoint: the embedded demo's, then the checkpoints folder's, each sorted by step."""
         from generation.library import list_checkpoints
 
-        return list_checkpoints([self.config.demo_dir, self.config.checkpoints_dir])
+        return list_checkpoints([self.config.demo_dir, self.config.checkpoints_dir], self.config.base)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from typing import Callable
 
@@ -14,10 +16,16 @@ USER_ERRORS = (CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEnco
 """Errors caused by the user's input (ValueError covers DatasetError and bad labels or settings)."""
 
 
-def run_cli(action: Callable[[], int]) -> int:
-    """Run ``action``; a user error becomes ``error: <message>`` on stderr and exit status 2."""
+def run_cli(
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    main: Callable[[argparse.Namespace], int],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse ``argv`` and run ``main``; a user error becomes ``error: <message>`` on stderr, exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
     try:
-        return action()
+        return main(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,14 +12,14 @@ from generation.sampling import SamplingRequest, generate, save_images
 logger = logging.getLogger(__name__)
 
 
-def list_checkpoints(roots: Iterable[Path]) -> list[CheckpointInfo]:
+def list_checkpoints(roots: Iterable[Path], base: Path | None = None) -> list[CheckpointInfo]:
     """Every checkpoint under each existing root, each root's sorted by step; missing roots are skipped."""
     found = []
     for root in roots:
         if not Path(root).is_dir():
             continue
         try:
-            found += discover_checkpoints(root)
+            found += discover_checkpoints(root, base)
         except NotACheckpoint as err:
             logger.info("no checkpoints in %s: %s", root, err)
     return found
@@ -49,7 +49,7 @@ def generate_and_record(
     from review import store
 
     request.validated()
-    info = inspect_checkpoint(Path(checkpoint))
+    info = inspect_checkpoint(Path(checkpoint), services.config.base)
     pipe = services.pipelines.get(info)
     generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"

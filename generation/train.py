@@ -182,11 +182,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
+    """The command line: parse ``argv``, run, report user errors as ``error: ...`` with exit status 2."""
     from generation.errors import run_cli
 
-    return run_cli(lambda: main(args))
+    return run_cli(parse_args, main, argv)
 
 
 if __name__ == "__main__":

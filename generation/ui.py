@@ -12,7 +12,7 @@ from generation.library import generate_and_record
 from generation.prompts import load_prompts
 from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest
 
-TABLE_COLUMNS = ["file", "sha256", "step", "label", "seed", "scheduler", "steps", "guidance", "width", "height", "seconds"]
+TABLE_COLUMNS = ["seed", "label", "step", "scheduler", "steps", "guidance", "width", "height", "seconds", "sha256", "file"]
 PHANTOM_NOTE = (
     "Checkpoints marked **phantom demo** were trained on procedural phantom frames drawn by "
     "`generation.phantom`, not on clinical images. Put your own checkpoints in the checkpoints folder "

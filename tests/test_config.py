@@ -35,3 +35,9 @@ def test_config_is_frozen():
     config = build_config([], env={})
     with pytest.raises(AttributeError):
         config.port = 1
+
+
+def test_base_pipeline_for_training_outputs():
+    assert build_config([], env={}).base is None
+    assert build_config([], env={"POLYP_BASE": "/sd"}).base == Path("/sd")
+    assert build_config(["--base", "/other"], env={"POLYP_BASE": "/sd"}).base == Path("/other")
