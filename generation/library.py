@@ -58,11 +58,14 @@ def generate_and_record(
         row["path"] = str((out_dir / row["file"]).resolve())
     try:
         db = services.db()
-        checkpoint_id = store.upsert_checkpoint(
-            db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
-            fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
-        )
-        store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
+        try:
+            checkpoint_id = store.upsert_checkpoint(
+                db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
+                fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
+            )
+            store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
+        finally:
+            db.close()
     except Exception:
         for row in rows:
             if row["new_file"]:
