@@ -50,8 +50,8 @@ def generate_and_record(
 
     request.validated()
     info = inspect_checkpoint(Path(checkpoint), services.config.base)
-    pipe = services.pipelines.get(info)
-    generated = generate(pipe, info, request, on_step=on_step)
+    with services.pipelines.use(info) as pipe:
+        generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"
     rows = save_images(generated, out_dir)
     for row in rows:

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -88,7 +89,8 @@ class PipelineCache:
     """A bounded, thread-safe cache of loaded pipelines, least recently used evicted first.
 
     Keyed by checkpoint path, base, fingerprint and device, so a checkpoint rewritten on disk
-    is loaded again.
+    is loaded again. A pipeline is not safe to call from two threads at once (its scheduler
+    holds the timesteps of the call in progress), so ``use`` hands it out under its own lock.
     """
 
     def __init__(self, device: torch.device, max_items: int = 2):
@@ -101,17 +103,26 @@ class PipelineCache:
 
     def get(self, info: CheckpointInfo):
         """The loaded pipeline for ``info``, loading it (and evicting the oldest) if needed."""
+        return self._entry(info)[0]
+
+    @contextmanager
+    def use(self, info: CheckpointInfo):
+        """The loaded pipeline for ``info``, held exclusively by the caller inside the ``with`` block."""
+        pipe, lock = self._entry(info)
+        with lock:
+            yield pipe
+
+    def _entry(self, info: CheckpointInfo):
         key = (str(info.path), str(info.base), info.fingerprint, str(self.device))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-            pipe = load_pipeline(info, self.device)
-            self._items[key] = pipe
+            self._items[key] = (load_pipeline(info, self.device), threading.Lock())
             while len(self._items) > self.max_items:
                 evicted, _ = self._items.popitem(last=False)
                 logger.info("evicted pipeline %s from the cache", evicted[0])
-            return pipe
+            return self._items[key]
 
     def __len__(self) -> int:
         return len(self._items)

@@ -114,3 +114,25 @@ def test_pipeline_cache_is_bounded_and_reuses(tiny_run):
     cache.get(second)
     assert len(cache) == 1
     assert cache.get(first) is not pipe
+
+
+def test_pipeline_cache_hands_a_pipeline_to_one_user_at_a_time(tiny_run):
+    import threading
+
+    cache = PipelineCache(CPU, max_items=1)
+    info = discover_checkpoints(tiny_run)[0]
+    inside, overlap = [], []
+
+    def user():
+        with cache.use(info):
+            inside.append(1)
+            overlap.append(len(inside))
+            threading.Event().wait(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=user) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlap == [1, 1, 1]
