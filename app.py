@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = build_config(argv)
     app = create_app(config)
     print(f"PolypTuring serving at http://{config.host}:{config.port}", flush=True)
