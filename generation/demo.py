@@ -16,7 +16,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DEMO_TRAINING = [
-    "--vae-steps", "1200", "--stage1-steps", "1000", "--stage2-steps", "3000",
+    "--vae-steps", "1000", "--stage1-steps", "1000", "--stage2-steps", "3000",
     "--checkpoint-every", "0", "--checkpoint-at", "500,1000,2000,4000",
     "--batch-size", "16", "--save-dtype", "fp16", "--seed", "0",
 ]
