@@ -12,10 +12,14 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from generation.labels import LABELS
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -251,3 +255,71 @@ def _no_usable_message(source: Path, problems: list[Problem]) -> str:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         message += f" ({len(problems)} file(s) skipped: {shown}{more})"
     return message
+
+
+# -- training sets ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingSet:
+    """Training images in memory: pixels in [-1, 1], labels and per-image stage-2 prompts."""
+
+    pixels: torch.Tensor
+    labels: list[str]
+    prompts: list[str]
+    summary: dict
+
+
+def load_training_set(source: Path, image_size: int) -> TrainingSet:
+    """Read, centre-crop and resize the labelled images; attach stage-2 prompts.
+
+    Prompts come from ``assets/prompts.json``, filled with each image's attributes when the
+    folder's ``PHANTOM.json`` records them, else the label's short prompt.
+
+    Raises:
+        generation.datasets.DatasetError: If the source is unusable or holds no image.
+    """
+    import json
+
+    import torch
+
+    from generation.prompts import load_prompts
+
+    scan = scan_labelled(Path(source))
+    for problem in scan.problems:
+        logger.warning("skipping %s: %s", problem.path, problem.reason)
+    manifest_file = Path(source) / "PHANTOM.json" if Path(source).is_dir() else None
+    manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else {}
+    attributes = {(Path(source) / entry["file"]).resolve(): entry for entry in manifest.get("images", [])}
+    book = load_prompts()
+    pixels, labels, prompts = [], [], []
+    for item in scan.files:
+        with Image.open(item.path) as image:
+            pixels.append(_to_tensor(_square(image.convert("RGB"), image_size)))
+        labels.append(item.label)
+        prompts.append(book.fill(item.label, attributes.get(item.path.resolve())))
+    summary = {
+        "source": str(source),
+        "n_images": len(labels),
+        "per_label": {label: labels.count(label) for label in sorted(set(labels))},
+        "phantom": manifest.get("kind") == "phantom",
+        "skipped": len(scan.problems),
+        "duplicates": len(scan.duplicates),
+    }
+    return TrainingSet(torch.stack(pixels), labels, prompts, summary)
+
+
+def _square(image, size: int):
+    """Centre-crop to a square (the round endoscopic field sits in the middle), then resize."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def _to_tensor(image):
+    import numpy as np
+    import torch
+
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()

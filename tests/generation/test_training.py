@@ -50,9 +50,7 @@ def test_fp16_checkpoints_hold_half_precision_weights(tmp_path, tiny_data):
 def test_checkpoint_plan_combines_every_and_at():
     args = train.parse_args(["--data", "d", "--out", "o", "--stage1-steps", "3", "--stage2-steps", "4",
                              "--checkpoint-every", "3", "--checkpoint-at", "1,5,99"])
-    from generation.trainer import Trainer
-
-    assert Trainer(args).save_steps == {1, 3, 5, 6, 7}
+    assert train.Trainer(args).save_steps == {1, 3, 5, 6, 7}
 
 
 @pytest.mark.parametrize("flag, value", [("--stage1-steps", "-1"), ("--batch-size", "0"), ("--checkpoint-at", "x"), ("--uncond-prob", "1.5")])
