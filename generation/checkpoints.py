@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class CheckpointInfo:
 
     Attributes:
         path: The checkpoint folder.
-        name: Display name (the folder name, with the parent for training outputs).
+        name: Display name: the folder name, with its run folder when discovered one level down.
         step: Training step (from ``polypturing.json``, else from ``checkpoint-<N>``, else 0).
         stage: 1 (appearance) or 2 (pathology) when recorded, else None.
         kind: ``pipeline`` or ``training-output``.
@@ -103,8 +103,7 @@ def inspect_checkpoint(path: Path, base: Path | None = None) -> CheckpointInfo:
                 f"{path} is a training output (it holds unet/) but no base pipeline was given; "
                 "pass --base PATH pointing at the pipeline folder it was trained from"
             )
-        name = f"{path.parent.name}/{path.name}"
-        return CheckpointInfo(path, name, step, stage, "training-output", fingerprint(path), base, metadata)
+        return CheckpointInfo(path, path.name, step, stage, "training-output", fingerprint(path), base, metadata)
     raise NotACheckpoint(
         f"{path} is not a diffusers checkpoint: expected {path}/model_index.json (a pipeline folder) "
         f"or {path}/unet/config.json (a training output checkpoint-<N>/ loaded on top of --base)"
@@ -112,7 +111,10 @@ def inspect_checkpoint(path: Path, base: Path | None = None) -> CheckpointInfo:
 
 
 def discover_checkpoints(root: Path, base: Path | None = None) -> list[CheckpointInfo]:
-    """Every checkpoint at ``root`` or directly under it, sorted by step, then name.
+    """Every checkpoint at ``root``, directly under it, or in run folders under it, sorted by step.
+
+    ``root/checkpoint-500/`` and ``root/run1/checkpoint-500/`` (a training ``--out`` folder put in
+    the checkpoints folder) are both found; the latter is named ``run1/checkpoint-500``.
 
     Raises:
         CheckpointNotFound: If ``root`` does not exist.
@@ -126,20 +128,25 @@ def discover_checkpoints(root: Path, base: Path | None = None) -> list[Checkpoin
     if _looks_like_checkpoint(root):
         return [inspect_checkpoint(root, base)]
     found = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not _looks_like_checkpoint(child):
-            logger.debug("skipping %s: not a checkpoint", child)
-            continue
-        try:
-            found.append(inspect_checkpoint(child, base))
-        except NotACheckpoint as err:
-            logger.warning("skipping %s", err)
+    for child in _subfolders(root):
+        candidates = [child] if _looks_like_checkpoint(child) else [g for g in _subfolders(child) if _looks_like_checkpoint(g)]
+        for folder in candidates:
+            try:
+                info = inspect_checkpoint(folder, base)
+            except NotACheckpoint as err:
+                logger.warning("skipping %s", err)
+                continue
+            found.append(info if folder.parent == root else replace(info, name=f"{child.name}/{info.name}"))
     if not found:
         raise NotACheckpoint(
             f"no checkpoint in {root}: expected pipeline folders (with model_index.json) or training "
-            "outputs checkpoint-<N>/ holding unet/"
+            "outputs checkpoint-<N>/ holding unet/, directly in it or in run folders one level down"
         )
     return sorted(found, key=lambda info: (info.step, info.name))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def fingerprint(folder: Path) -> str:

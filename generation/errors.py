@@ -8,12 +8,19 @@ import sys
 from typing import Callable
 
 from generation.checkpoints import CheckpointNotFound, NotACheckpoint
+from generation.datasets import DatasetError
+from generation.device import DeviceUnavailable
+from generation.labels import UnknownLabel
 from generation.pipelines import CheckpointLoadError
 from generation.prompts import PromptTemplateError
+from generation.sampling import InvalidSetting
 from generation.text_encoder import TextEncoderMissing
 
-USER_ERRORS = (CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing, PromptTemplateError, ValueError)
-"""Errors caused by the user's input (ValueError covers DatasetError and bad labels or settings)."""
+USER_ERRORS = (
+    CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing, PromptTemplateError, DatasetError,
+    DeviceUnavailable, UnknownLabel, InvalidSetting,
+)
+"""Errors caused by the user's input or data; anything else is a bug and keeps its traceback."""
 
 
 def run_cli(

@@ -5,6 +5,10 @@ from __future__ import annotations
 LABELS: tuple[str, ...] = ("AD", "NonAD")
 """Valid pathology labels: adenomatous and non-adenomatous polyps."""
 
+class UnknownLabel(ValueError):
+    """A label that is not one of ``LABELS``."""
+
+
 LABEL_NAMES: dict[str, str] = {"AD": "Adenomatous (AD)", "NonAD": "Non-adenomatous (Non-AD)"}
 
 
@@ -18,10 +22,10 @@ def validate_label(label: str) -> str:
         The label.
 
     Raises:
-        ValueError: If the label is unknown; the message lists the valid labels.
+        UnknownLabel: A ValueError, if the label is unknown; the message lists the valid labels.
     """
     if label not in LABELS:
-        raise ValueError(f"label {label!r} is not a valid pathology label; valid labels: {', '.join(LABELS)}")
+        raise UnknownLabel(f"label {label!r} is not a valid pathology label; valid labels: {', '.join(LABELS)}")
     return label
 
 
@@ -29,6 +33,6 @@ def label_id(label: str) -> int:
     """Map a pathology label to its integer id (its index in ``LABELS``).
 
     Raises:
-        ValueError: If the label is unknown; the message lists the valid labels.
+        UnknownLabel: A ValueError, if the label is unknown; the message lists the valid labels.
     """
     return LABELS.index(validate_label(label))

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def list_checkpoints(roots: Iterable[Path], base: Path | None = None) -> list[CheckpointInfo]:
-    """Every checkpoint under each existing root, each root's sorted by step; missing roots are skipped."""
+    """Every checkpoint under the existing roots, sorted by training step; missing roots are skipped."""
     found = []
     for root in roots:
         if not Path(root).is_dir():
@@ -22,7 +22,7 @@ def list_checkpoints(roots: Iterable[Path], base: Path | None = None) -> list[Ch
             found += discover_checkpoints(root, base)
         except NotACheckpoint as err:
             logger.info("no checkpoints in %s: %s", root, err)
-    return found
+    return sorted(found, key=lambda info: (info.step, info.name))
 
 
 def generate_and_record(
@@ -43,7 +43,7 @@ def generate_and_record(
         Provenance rows, one per image, with ``path`` (absolute) added.
 
     Raises:
-        ValueError: For out-of-range settings or an unknown label.
+        UnknownLabel, InvalidSetting: For out-of-range settings or an unknown label.
         CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing: For bad checkpoints.
     """
     from review import store
@@ -53,10 +53,11 @@ def generate_and_record(
     with services.pipelines.use(info) as pipe:
         generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"
-    rows = save_images(generated, out_dir)
-    for row in rows:
-        row["path"] = str((out_dir / row["file"]).resolve())
+    rows: list[dict] = []
     try:
+        rows = save_images(generated, out_dir, written=rows)
+        for row in rows:
+            row["path"] = str((out_dir / row["file"]).resolve())
         db = services.db()
         try:
             checkpoint_id = store.upsert_checkpoint(
@@ -66,10 +67,10 @@ def generate_and_record(
             store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
         finally:
             db.close()
-    except Exception:
+    except BaseException:
         for row in rows:
             if row["new_file"]:
-                Path(row["path"]).unlink(missing_ok=True)
+                (out_dir / row["file"]).unlink(missing_ok=True)
         raise
     return rows
 

@@ -28,22 +28,33 @@ class CheckpointLoadError(RuntimeError):
     """A checkpoint folder was found but could not be loaded (missing or corrupt files)."""
 
 
-def load_pipeline(info: CheckpointInfo, device: torch.device):
+class _ExpectedTypesFilter(logging.Filter):
+    """Drops diffusers' warning that a BertModel is not the CLIPTextModel StableDiffusionPipeline names."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Expected types for text_encoder")
+
+
+def load_pipeline(info: CheckpointInfo, device: torch.device, dtype: torch.dtype | None = None):
     """Load a checkpoint as a diffusers pipeline on ``device`` (fp16 on cuda, fp32 on the CPU).
+
+    Args:
+        info: The checkpoint, from discovery.
+        device: Where to run it.
+        dtype: Overrides the dtype chosen for ``device``.
 
     Raises:
         TextEncoderMissing: If the folder lists a text encoder that is neither in it nor in a package.
         CheckpointLoadError: If diffusers cannot read the folder.
     """
     from diffusers import DiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import logging as diffusers_logging
 
-    dtype = inference_dtype(device)
+    dtype = dtype or inference_dtype(device)
     pipeline_dir = info.base if info.kind == "training-output" else info.path
-    extras = _text_encoder_extras(Path(pipeline_dir))
-    # diffusers warns that a BertModel is not the CLIPTextModel that StableDiffusionPipeline names; by design.
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
+    extras = _text_encoder_extras(Path(pipeline_dir), dtype)
+    utils_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    if not any(isinstance(f, _ExpectedTypesFilter) for f in utils_logger.filters):
+        utils_logger.addFilter(_ExpectedTypesFilter())
     try:
         pipe = DiffusionPipeline.from_pretrained(
             pipeline_dir, dtype=dtype, safety_checker=None, requires_safety_checker=False,
@@ -53,14 +64,12 @@ def load_pipeline(info: CheckpointInfo, device: torch.device):
             pipe.unet = UNet2DConditionModel.from_pretrained(info.path / "unet", dtype=dtype)
     except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointLoadError(f"could not load checkpoint {info.path}: {err}") from err
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def _text_encoder_extras(folder: Path) -> dict:
+def _text_encoder_extras(folder: Path, dtype: torch.dtype) -> dict:
     """The text encoder and tokenizer to pass in when the folder lists them but does not hold them."""
     from generation.model import read_metadata
 
@@ -82,7 +91,16 @@ def _text_encoder_extras(folder: Path) -> dict:
             f"{folder}/text_encoder and {folder}/tokenizer"
         )
     encoder, tokenizer = load_minilm(max_length=int(spec.get("max_length", 48)))
-    return {"text_encoder": encoder, "tokenizer": tokenizer}
+    # Passed-in components are not cast by from_pretrained: match the UNet's dtype here.
+    return {"text_encoder": encoder.to(dtype), "tokenizer": tokenizer}
+
+
+class _Entry:
+    """A cache slot: the pipeline (None until loaded) and the lock that guards loading and use."""
+
+    def __init__(self):
+        self.pipe = None
+        self.lock = threading.Lock()
 
 
 class PipelineCache:
@@ -103,26 +121,28 @@ class PipelineCache:
 
     def get(self, info: CheckpointInfo):
         """The loaded pipeline for ``info``, loading it (and evicting the oldest) if needed."""
-        return self._entry(info)[0]
+        return self._entry(info).pipe
 
     @contextmanager
     def use(self, info: CheckpointInfo):
         """The loaded pipeline for ``info``, held exclusively by the caller inside the ``with`` block."""
-        pipe, lock = self._entry(info)
-        with lock:
-            yield pipe
+        entry = self._entry(info)
+        with entry.lock:
+            yield entry.pipe
 
-    def _entry(self, info: CheckpointInfo):
+    def _entry(self, info: CheckpointInfo) -> "_Entry":
         key = (str(info.path), str(info.base), info.fingerprint, str(self.device))
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            self._items[key] = (load_pipeline(info, self.device), threading.Lock())
+        with self._lock:  # held briefly: loading happens under the entry's own lock
+            entry = self._items.get(key) or _Entry()
+            self._items[key] = entry
+            self._items.move_to_end(key)
             while len(self._items) > self.max_items:
                 evicted, _ = self._items.popitem(last=False)
                 logger.info("evicted pipeline %s from the cache", evicted[0])
-            return self._items[key]
+        with entry.lock:
+            if entry.pipe is None:
+                entry.pipe = load_pipeline(info, self.device)
+        return entry
 
     def __len__(self) -> int:
         return len(self._items)

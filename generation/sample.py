@@ -3,7 +3,8 @@
     python -m generation.sample --checkpoint PATH --label {AD,NonAD} --n N --seed S --out DIR
 
 Bulk runs across several GPUs: ``accelerate launch --num_processes K -m generation.sample ...``
-splits the seeds across processes; the main process merges one ``provenance.csv``.
+splits whole batches of seeds across processes (so the images are the same bytes however many
+processes run); the main process merges one ``provenance.csv``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     """Generate and write the images described by ``args``; returns 0."""
+    import torch
     from accelerate import PartialState
 
     from generation.checkpoints import inspect_checkpoint
@@ -58,28 +60,32 @@ def main(args: argparse.Namespace) -> int:
     from generation.labels import validate_label
     from generation.pipelines import load_pipeline
     from generation.prompts import load_prompts
-    from generation.sampling import SamplingRequest, generate, save_images, write_provenance
+    from generation.sampling import InvalidSetting, SamplingRequest, batches, generate, save_images, write_provenance
 
     validate_label(args.label)
+    if args.batch_size < 1:
+        raise InvalidSetting(f"--batch-size must be at least 1, got {args.batch_size}")
     book = load_prompts()
     request = SamplingRequest(
         label=args.label, prompt=args.prompt if args.prompt is not None else book.default_prompt(args.label),
         negative_prompt=args.negative_prompt if args.negative_prompt is not None else book.negative,
         n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
     ).validated()
-    info = inspect_checkpoint(args.checkpoint, args.base)
-    import torch
-
+    info = inspect_checkpoint(args.checkpoint.resolve(), args.base)
     # cpu=True lets accelerate form a gloo process group when there is no GPU (tests, laptops).
     state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     device = state.device if state.num_processes > 1 else resolve_device(args.device)
     pipe = load_pipeline(info, device)
-    with state.split_between_processes(request.seeds) as my_seeds:
-        logger.info("process %d/%d: %d images on %s", state.process_index + 1, state.num_processes, len(my_seeds), device)
-        generated = generate(pipe, info, request, seeds=my_seeds, batch_size=args.batch_size)
-        part = args.out / f".provenance.part-{state.process_index}.csv"
+    if state.is_main_process:
+        for stale in args.out.glob(".provenance.part-*.csv"):  # left by a run that crashed
+            stale.unlink()
+    state.wait_for_everyone()
+    # Whole batches go to each process, so the bytes do not depend on the number of processes.
+    with state.split_between_processes(batches(request, args.batch_size)) as my_batches:
+        logger.info("process %d/%d: %d images on %s", state.process_index + 1, state.num_processes, sum(map(len, my_batches)), device)
+        generated = generate(pipe, info, request, batch_list=my_batches, batch_size=args.batch_size)
         rows = save_images(generated, args.out)
-        _write_part(rows, part)
+        _write_part(rows, args.out / f".provenance.part-{state.process_index}.csv")
     state.wait_for_everyone()
     if state.is_main_process:
         parts = sorted(args.out.glob(".provenance.part-*.csv"))

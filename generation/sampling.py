@@ -8,7 +8,7 @@ import io
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,10 @@ PROVENANCE_COLUMNS = (
 )
 
 
+class InvalidSetting(ValueError):
+    """A sampling setting outside its allowed values."""
+
+
 @dataclass(frozen=True)
 class SamplingRequest:
     """What to generate. Image ``i`` uses seed ``seed + i``, so any image can be made again alone."""
@@ -52,21 +56,23 @@ class SamplingRequest:
     negative_prompt: str = ""
 
     def validated(self) -> "SamplingRequest":
-        """This request, if every field is in range.
+        """This request with whole numbers as ints, if every field is in range.
 
         Raises:
-            ValueError: Naming the field, the value received and the values allowed.
+            UnknownLabel: If the label is not one of ``LABELS``.
+            InvalidSetting: Naming the field, the value received and the values allowed.
         """
         validate_label(self.label)
         _check_range("steps", self.steps, *STEPS_RANGE)
         _check_range("guidance", self.guidance, *GUIDANCE_RANGE)
         _check_range("n", self.n, 1, MAX_IMAGES)
-        _check_range("seed", self.seed, 0, MAX_SEED - self.n + 1)
+        _check_range("seed", self.seed, 0, MAX_SEED - int(self.n) + 1)
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler {self.scheduler!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
-        if not self.prompt.strip():
-            raise ValueError("prompt is empty; describe the image to generate (the Generate tab pre-fills a template)")
-        return self
+            raise InvalidSetting(f"scheduler {self.scheduler!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InvalidSetting("prompt is empty; describe the image to generate (the Generate tab pre-fills a template)")
+        return replace(self, n=int(self.n), seed=int(self.seed), steps=int(self.steps), guidance=float(self.guidance),
+                       negative_prompt=self.negative_prompt or "")
 
     @property
     def seeds(self) -> list[int]:
@@ -82,10 +88,10 @@ class GeneratedImage:
 
 
 def _check_range(name: str, value, low, high) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:  # NaN fails too
+        raise InvalidSetting(f"{name} must be between {low} and {high}, got {value!r}")
     if isinstance(low, int) and isinstance(high, int) and not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+        raise InvalidSetting(f"{name} must be a whole number between {low} and {high}, got {value!r}")
 
 
 def use_scheduler(pipe, name: str) -> None:
@@ -97,33 +103,43 @@ def use_scheduler(pipe, name: str) -> None:
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
+def batches(request: SamplingRequest, batch_size: int) -> list[list[int]]:
+    """The request's seeds cut into batches at fixed places: seeds ``S + k*B`` to ``S + (k+1)*B - 1``.
+
+    On the CPU a batch's result can differ in the last bits from the same images made in another
+    batch, so an image's pixels depend on which batch it is in. Fixed batches make a request
+    give the same bytes however it is run, and ``accelerate`` splits whole batches.
+    """
+    seeds = request.seeds
+    return [seeds[start:start + batch_size] for start in range(0, len(seeds), batch_size)]
+
+
 def generate(
-    pipe, info: CheckpointInfo, request: SamplingRequest, seeds: list[int] | None = None,
+    pipe, info: CheckpointInfo, request: SamplingRequest, batch_list: list[list[int]] | None = None,
     batch_size: int = 8, on_step: Callable[[int, int], None] | None = None,
 ) -> list[GeneratedImage]:
-    """Generate images for ``request`` (or only its ``seeds`` subset) with their provenance.
+    """Generate images for ``request`` (or only the given batches of it) with their provenance.
 
     Args:
         pipe: A pipeline from ``generation.pipelines.load_pipeline``.
         info: The checkpoint ``pipe`` was loaded from (recorded in the provenance).
         request: Label, prompt and settings.
-        seeds: The seeds to make; default all of ``request.seeds``.
+        batch_list: Which of ``batches(request, batch_size)`` to make; default all.
         batch_size: Images per forward pass.
         on_step: Called with (steps done, steps in all) after every denoising step.
 
     Raises:
-        ValueError: If a setting is out of range.
+        UnknownLabel, InvalidSetting: If a setting is out of range.
     """
-    request.validated()
-    seeds = request.seeds if seeds is None else list(seeds)
+    request = request.validated()
+    batch_list = batches(request, batch_size) if batch_list is None else batch_list
     use_scheduler(pipe, request.scheduler)
-    total, done, results = len(seeds) * request.steps, 0, []
-    for start in range(0, len(seeds), batch_size):
-        chunk = seeds[start:start + batch_size]
+    total, done, results = sum(map(len, batch_list)) * request.steps, 0, []
+    for chunk in batch_list:
 
-        def step_end(_pipe, _index, _timestep, kwargs, _offset=done):
+        def step_end(_pipe, index, _timestep, kwargs, _offset=done, _size=len(chunk)):
             if on_step:
-                on_step(min(total, _offset + (_index + 1) * len(chunk)), total)
+                on_step(min(total, _offset + (index + 1) * _size), total)
             return kwargs
 
         began = time.perf_counter()
@@ -133,7 +149,7 @@ def generate(
                 negative_prompt=[request.negative_prompt] * len(chunk),
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
-                # CPU generators give the same noise on every device: the seed alone fixes an image.
+                # CPU generators give the same noise on every device: the seed alone fixes the noise.
                 generator=[torch.Generator("cpu").manual_seed(seed) for seed in chunk],
                 output_type="pil",
                 callback_on_step_end=step_end,
@@ -146,23 +162,25 @@ def generate(
 
 def _provenance(info: CheckpointInfo, request: SamplingRequest, seed: int, image, seconds: float) -> dict:
     return {
-        "file": "", "sha256": "", "checkpoint": str(info.path), "step": info.step, "label": request.label,
+        "file": "", "sha256": "", "checkpoint": str(Path(info.path).resolve()), "step": info.step, "label": request.label,
         "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
         "scheduler": request.scheduler, "steps": request.steps, "guidance": float(request.guidance),
         "width": image.width, "height": image.height, "seconds": round(seconds, 4),
     }
 
 
-def save_images(generated: list[GeneratedImage], out_dir: Path) -> list[dict]:
+def save_images(generated: list[GeneratedImage], out_dir: Path, written: list[dict] | None = None) -> list[dict]:
     """Write each image as PNG under ``out_dir``; returns provenance rows with file and sha256.
 
     The file name holds the label, step, seed and the start of the sha256. Each PNG is written to
     a temporary name and renamed, and the sha256 is of the bytes written, so it always matches.
-    An identical image already there is left as it is (``new_file`` is False in its row).
+    A file already there with the same bytes is left as it is (``new_file`` is False in its row).
+    Rows are appended to ``written`` (returned) as files are written, so a caller can remove
+    them again if a later file fails.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows = [] if written is None else written
     for item in generated:
         buffer = io.BytesIO()
         item.image.save(buffer, format="PNG")
@@ -170,11 +188,14 @@ def save_images(generated: list[GeneratedImage], out_dir: Path) -> list[dict]:
         sha = hashlib.sha256(data).hexdigest()
         row = item.provenance
         path = out_dir / f"{row['label']}-step{row['step']}-seed{row['seed']}-{sha[:12]}.png"
-        new_file = not path.exists()
+        new_file = not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha)
         if new_file:
             tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         rows.append({**row, "file": path.name, "sha256": sha, "new_file": new_file})
     return rows
 

