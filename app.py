@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     config = build_config(argv)
     app = create_app(config)
     print(f"PolypTuring serving at http://{config.host}:{config.port}", flush=True)
-    app.queue(default_concurrency_limit=2).launch(server_name=config.host, server_port=config.port, show_error=True)
+    app.queue(default_concurrency_limit=2).launch(
+        server_name=config.host, server_port=config.port, show_error=True,
+        # The gallery serves generated files from the data folder, wherever that is.
+        allowed_paths=[str(config.generated_dir)],
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from generation.errors import USER_ERRORS
 from generation.labels import LABEL_NAMES, LABELS
 from generation.library import generate_and_record
 from generation.prompts import load_prompts
-from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest
+from generation.sampling import DEFAULT_SCHEDULER, GUIDANCE_RANGE, MAX_SEED, SCHEDULERS, STEPS_RANGE, SamplingRequest
 
 TABLE_COLUMNS = ["seed", "label", "step", "scheduler", "steps", "guidance", "width", "height", "seconds", "sha256", "file"]
 PHANTOM_NOTE = (
@@ -50,9 +50,9 @@ def build(services) -> gr.Blocks:
                 prompt = gr.Textbox(book.default_prompt(LABELS[0]), lines=3, label="Prompt")
                 negative = gr.Textbox(book.negative, label="Negative prompt")
                 count = gr.Slider(1, 16, value=4, step=1, label="Number of images")
-                seed = gr.Number(0, precision=0, minimum=0, label="Seed (image i uses seed + i)")
-                steps = gr.Slider(1, 100, value=20, step=1, label="Denoising steps")
-                guidance = gr.Slider(0, 15, value=3.0, step=0.5, label="Guidance scale")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed (image i uses seed + i)")
+                steps = gr.Slider(*STEPS_RANGE, value=20, step=1, label="Denoising steps")
+                guidance = gr.Slider(*GUIDANCE_RANGE, value=3.0, step=0.5, label="Guidance scale")
                 sampler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Sampler")
                 run = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
@@ -63,13 +63,13 @@ def build(services) -> gr.Blocks:
         def on_generate(path, label, prompt, negative, count, seed, steps, guidance, sampler, progress=gr.Progress()):
             if not path:
                 raise gr.Error("No checkpoint selected: pick one from the Checkpoint list (press Refresh checkpoints if it is empty).")
-            request = SamplingRequest(label=label, prompt=prompt, negative_prompt=negative, n=int(count), seed=int(seed),
-                                      steps=int(steps), guidance=float(guidance), scheduler=sampler)
+            request = SamplingRequest(label=label, prompt=prompt, negative_prompt=negative, n=count, seed=seed,
+                                      steps=steps, guidance=guidance, scheduler=sampler)
             progress(0, desc="loading checkpoint")
             rows = generate_and_record(services, path, request, on_step=lambda done, total: progress((done, total), desc="denoising", unit="steps"))
             return [(row["path"], _caption(row)) for row in rows], [[row[c] for c in TABLE_COLUMNS] for row in rows]
 
-        label.change(book.default_prompt, inputs=label, outputs=prompt, api_name="default_prompt")
+        label.change(user_errors(book.default_prompt), inputs=label, outputs=prompt, api_name="default_prompt")
         refresh.click(lambda: gr.Dropdown(choices=_checkpoint_choices(services)), outputs=checkpoint, api_name="list_checkpoints")
         run.click(on_generate, [checkpoint, label, prompt, negative, count, seed, steps, guidance, sampler], [gallery, table], api_name="generate")
     return tab

@@ -54,7 +54,9 @@ def test_generate_stores_images_with_provenance(served, tiny_run):
     gallery, table = client.predict(str(tiny_run / "checkpoint-4"), "AD", "colonoscopy image of an adenomatous polyp", "",
                                     2, 3, 2, 2.0, "ddim", api_name="/generate")
     assert len(gallery) == 2 and len(table["data"]) == 2
-    images = {row["sha256"]: row for row in list_images(open_db(config.db_path), source="synthetic")}
+    db = open_db(config.db_path)
+    images = {row["sha256"]: row for row in list_images(db, source="synthetic")}
+    db.close()
     assert len(images) == 2
     for sha, row in images.items():
         assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == sha
@@ -62,20 +64,29 @@ def test_generate_stores_images_with_provenance(served, tiny_run):
         assert (row["checkpoint_step"], row["checkpoint_stage"], row["label"]) == (4, 2, "AD")
 
 
-@pytest.mark.parametrize("checkpoint, prompt, message", [
-    ("", "a polyp", "No checkpoint selected"),
-    ("CKPT", " ", "prompt is empty"),
-    ("/nowhere/checkpoint-1", "a polyp", "does not exist"),
-])
-def test_bad_input_is_shown_as_an_error_and_stores_nothing(served, tiny_run, checkpoint, prompt, message):
+def _count(config):
     from review.store import count_images, open_db
 
+    db = open_db(config.db_path)
+    try:
+        return count_images(db)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("checkpoint, prompt, seed, message", [
+    ("", "a polyp", 0, "No checkpoint selected"),
+    ("CKPT", " ", 0, "prompt is empty"),
+    ("CKPT", "a polyp", None, "seed must be between 0"),
+    ("/nowhere/checkpoint-1", "a polyp", 0, "does not exist"),
+])
+def test_bad_input_is_shown_as_an_error_and_stores_nothing(served, tiny_run, checkpoint, prompt, seed, message):
     config, client = served
-    before = count_images(open_db(config.db_path))
+    before = _count(config)
     checkpoint = checkpoint.replace("CKPT", str(tiny_run / "checkpoint-4"))
     with pytest.raises(Exception, match=message):
-        client.predict(checkpoint, "AD", prompt, "", 1, 0, 2, 2.0, "dpm++", api_name="/generate")
-    assert count_images(open_db(config.db_path)) == before
+        client.predict(checkpoint, "AD", prompt, "", 1, seed, 2, 2.0, "dpm++", api_name="/generate")
+    assert _count(config) == before
 
 
 def test_plain_modules_do_not_import_gradio():
