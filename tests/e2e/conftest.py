@@ -50,11 +50,10 @@ def page(browser):
 
 
 @pytest.fixture(scope="module")
-def app_config(tmp_path_factory, tiny_run) -> AppConfig:
-    """The tiny checkpoints as the app's demo (so the list is never empty), data and database under tmp."""
+def app_config(tmp_path_factory) -> AppConfig:
+    """The embedded demo checkpoints, as a user meets them; data and database under tmp."""
     data = tmp_path_factory.mktemp("e2e-data")
-    return AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "study.db", device="cpu",
-                     demo_dir=tiny_run)
+    return AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "study.db", device="cpu")
 
 
 @pytest.fixture(scope="module")

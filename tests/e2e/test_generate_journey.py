@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 GENERATION_TIMEOUT_MS = 60_000
 
 
-def test_generate_two_images_from_the_latest_checkpoint(page, served_app, app_config, tmp_path):
+def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, app_config, tmp_path):
     from playwright.sync_api import expect
 
     from review.store import count_images, open_db
@@ -20,14 +20,14 @@ def test_generate_two_images_from_the_latest_checkpoint(page, served_app, app_co
     generate = page.get_by_role("button", name="Generate", exact=True)
     expect(generate, "the Generate tab should appear once on the page").to_have_count(1)
 
-    # 1. Pick the latest checkpoint by its visible text.
+    # 1. Pick the latest demo checkpoint by its visible text.
     page.get_by_role("combobox", name="Checkpoint").click()
-    page.get_by_role("option", name=re.compile(r"step 4")).click()
-    expect(page.get_by_role("combobox", name="Checkpoint")).to_have_value(re.compile(r"step 4"))
+    page.get_by_role("option", name=re.compile(r"step 4000 .*phantom demo")).click()
+    expect(page.get_by_role("combobox", name="Checkpoint")).to_have_value(re.compile(r"step 4000"))
 
     # 2. Sliders: type into the number box that Gradio puts beside each slider, named after its label.
     _set_slider(page, "Number of images", 2)
-    _set_slider(page, "Denoising steps", 2)
+    _set_slider(page, "Denoising steps", 10)
 
     # 3. Generate and wait for the gallery to show both images.
     generate.click()
@@ -35,13 +35,13 @@ def test_generate_two_images_from_the_latest_checkpoint(page, served_app, app_co
     expect(thumbnails).to_have_count(2, timeout=GENERATION_TIMEOUT_MS)
     expect(thumbnails.locator("img")).to_have_count(2)
 
-    # 4. Provenance: one row per image, from checkpoint step 4, seeds 0 and 1.
+    # 4. Provenance: one row per image, from checkpoint step 4000, seeds 0 and 1.
     table = page.get_by_role("grid", name=re.compile(r"^Provenance"))
     rows = table.get_by_role("row").filter(has=page.get_by_role("gridcell"))
     expect(rows).to_have_count(2)
     header = [cell.strip() for cell in table.get_by_role("columnheader").all_inner_texts()]
     cells = [dict(zip(header, (c.strip() for c in row.get_by_role("gridcell").all_inner_texts()))) for row in rows.all()]
-    assert [(cell["step"], cell["seed"], cell["steps"]) for cell in cells] == [("4", "0", "2"), ("4", "1", "2")], cells
+    assert [(cell["step"], cell["seed"], cell["steps"]) for cell in cells] == [("4000", "0", "10"), ("4000", "1", "10")], cells
 
     page.screenshot(path=tmp_path / "generate.png", full_page=True)
     db = open_db(app_config.db_path)
