@@ -113,7 +113,7 @@ class Services:
         return open_db(self.config.db_path)
 
     def checkpoints(self):
-        """Every checkpoint: the embedded demo's, then the checkpoints folder's, each sorted by step."""
+        """Every checkpoint of the embedded demo and the checkpoints folder, sorted by training step."""
         from generation.library import list_checkpoints
 
         return list_checkpoints([self.config.demo_dir, self.config.checkpoints_dir], self.config.base)

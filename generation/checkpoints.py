@@ -91,8 +91,12 @@ def inspect_checkpoint(path: Path, base: Path | None = None) -> CheckpointInfo:
     if not path.exists():
         raise CheckpointNotFound(f"checkpoint {path} does not exist")
     metadata = _safe_metadata(path)
-    step = int(metadata.get("step", _step_from_name(path)))
+    step = metadata.get("step", _step_from_name(path))
     stage = metadata.get("stage")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise NotACheckpoint(f"{path}/polypturing.json has step {step!r}; expected a whole number of 0 or more")
+    if stage not in (1, 2, None):
+        raise NotACheckpoint(f"{path}/polypturing.json has stage {stage!r}; expected 1 (appearance), 2 (pathology) or none")
     if (path / "model_index.json").is_file():
         return CheckpointInfo(path, path.name, step, stage, "pipeline", fingerprint(path), None, metadata)
     if (path / "unet" / "config.json").is_file():

@@ -289,7 +289,10 @@ def load_training_set(source: Path, image_size: int) -> TrainingSet:
     for problem in scan.problems:
         logger.warning("skipping %s: %s", problem.path, problem.reason)
     manifest_file = Path(source) / "PHANTOM.json" if Path(source).is_dir() else None
-    manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else {}
+    try:
+        manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{manifest_file} is not valid JSON ({err}); fix or remove it") from err
     attributes = {(Path(source) / entry["file"]).resolve(): entry for entry in manifest.get("images", [])}
     book = load_prompts()
     pixels, labels, prompts = [], [], []

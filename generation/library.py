@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -50,6 +51,9 @@ def generate_and_record(
 
     request.validated()
     info = inspect_checkpoint(Path(checkpoint), services.config.base)
+    roots = {Path(r).resolve() for r in (services.config.demo_dir, services.config.checkpoints_dir)}
+    if Path(info.path).resolve().parent.parent in roots:  # in a run folder: name it as discovery does
+        info = replace(info, name=f"{Path(info.path).parent.name}/{info.name}")
     with services.pipelines.use(info) as pipe:
         generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"

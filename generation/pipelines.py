@@ -136,12 +136,19 @@ class PipelineCache:
             entry = self._items.get(key) or _Entry()
             self._items[key] = entry
             self._items.move_to_end(key)
+        with entry.lock:
+            if entry.pipe is None:
+                try:
+                    entry.pipe = load_pipeline(info, self.device)
+                except BaseException:
+                    with self._lock:  # a failed load keeps no slot and evicts nothing
+                        if self._items.get(key) is entry:
+                            del self._items[key]
+                    raise
+        with self._lock:
             while len(self._items) > self.max_items:
                 evicted, _ = self._items.popitem(last=False)
                 logger.info("evicted pipeline %s from the cache", evicted[0])
-        with entry.lock:
-            if entry.pipe is None:
-                entry.pipe = load_pipeline(info, self.device)
         return entry
 
     def __len__(self) -> int:

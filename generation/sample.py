@@ -3,8 +3,8 @@
     python -m generation.sample --checkpoint PATH --label {AD,NonAD} --n N --seed S --out DIR
 
 Bulk runs across several GPUs: ``accelerate launch --num_processes K -m generation.sample ...``
-splits whole batches of seeds across processes (so the images are the same bytes however many
-processes run); the main process merges one ``provenance.csv``.
+splits whole batches of seeds across processes (the same images however many processes run,
+byte for byte when the threads per process match); the main process merges one ``provenance.csv``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
         for stale in args.out.glob(".provenance.part-*.csv"):  # left by a run that crashed
             stale.unlink()
     state.wait_for_everyone()
-    # Whole batches go to each process, so the bytes do not depend on the number of processes.
+    # Whole batches go to each process, so the bytes do not depend on the number of processes
+    # (given the same threads per process).
     with state.split_between_processes(batches(request, args.batch_size)) as my_batches:
         logger.info("process %d/%d: %d images on %s", state.process_index + 1, state.num_processes, sum(map(len, my_batches)), device)
         generated = generate(pipe, info, request, batch_list=my_batches, batch_size=args.batch_size)

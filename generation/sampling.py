@@ -44,7 +44,12 @@ class InvalidSetting(ValueError):
 
 @dataclass(frozen=True)
 class SamplingRequest:
-    """What to generate. Image ``i`` uses seed ``seed + i``, so any image can be made again alone."""
+    """What to generate. Image ``i`` uses seed ``seed + i``.
+
+    The same request gives the same pixels again. An image remade alone (``n=1``) starts from the
+    same noise, but on the CPU its pixels can differ by a grey level from the same seed made inside
+    a batch, since batched float sums round differently.
+    """
 
     label: str
     prompt: str
@@ -108,7 +113,8 @@ def batches(request: SamplingRequest, batch_size: int) -> list[list[int]]:
 
     On the CPU a batch's result can differ in the last bits from the same images made in another
     batch, so an image's pixels depend on which batch it is in. Fixed batches make a request
-    give the same bytes however it is run, and ``accelerate`` splits whole batches.
+    give the same bytes however it is split (``accelerate`` splits whole batches), as long as the
+    thread count is the same: float sums also round differently across thread counts.
     """
     seeds = request.seeds
     return [seeds[start:start + batch_size] for start in range(0, len(seeds), batch_size)]

@@ -157,3 +157,24 @@ def test_run_folders_one_level_down_are_discovered_with_their_run_name(tmp_path,
     shutil.copytree(tiny_run / "checkpoint-2", tmp_path / "checkpoint-3")
     found = discover_checkpoints(tmp_path)
     assert [(c.step, c.name) for c in found] == [(2, "checkpoint-3"), (2, "run1/checkpoint-2"), (4, "run1/checkpoint-4")]
+
+
+@pytest.mark.parametrize("meta, message", [({"step": "final"}, "step 'final'"), ({"step": 3, "stage": 3}, "stage 3")])
+def test_bad_step_or_stage_in_metadata_skips_the_folder_with_a_reason(tmp_path, tiny_run, meta, message):
+    shutil.copytree(tiny_run / "checkpoint-2", tmp_path / "good")
+    bad = shutil.copytree(tiny_run / "checkpoint-4", tmp_path / "bad")
+    (bad / "polypturing.json").write_text(json.dumps(meta))
+    with pytest.raises(NotACheckpoint, match=message):
+        inspect_checkpoint(bad)
+    assert [c.name for c in discover_checkpoints(tmp_path)] == ["good"]
+
+
+def test_a_failed_load_keeps_no_cache_slot(tmp_path, tiny_run):
+    cache = PipelineCache(CPU, max_items=1)
+    good = inspect_checkpoint(tiny_run / "checkpoint-2")
+    pipe = cache.get(good)
+    broken = shutil.copytree(tiny_run / "checkpoint-4", tmp_path / "checkpoint-4")
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointLoadError):
+        cache.get(inspect_checkpoint(broken))
+    assert len(cache) == 1 and cache.get(good) is pipe, "the working pipeline stays cached"

@@ -14,7 +14,7 @@ from review import store
 
 @pytest.fixture
 def services(tmp_path, tiny_run):
-    config = AppConfig(data_dir=tmp_path, checkpoints_dir=tmp_path / "none", db_path=tmp_path / "s.db", device="cpu", demo_dir=tiny_run)
+    config = AppConfig(data_dir=tmp_path, checkpoints_dir=tmp_path / "checkpoints", db_path=tmp_path / "s.db", device="cpu", demo_dir=tiny_run)
     return Services(config)
 
 
@@ -47,3 +47,12 @@ def test_regenerating_an_identical_image_keeps_one_file_and_one_row(services, ti
     assert first[0]["sha256"] == again[0]["sha256"] and again[0]["new_file"] is False
     assert len(list(services.config.generated_dir.rglob("*.png"))) == 1
     assert sum(store.count_images(store.open_db(services.config.db_path))["synthetic"].values()) == 1
+
+
+def test_a_checkpoint_in_a_run_folder_is_stored_under_its_run_name(services, tiny_run):
+    import shutil
+
+    shutil.copytree(tiny_run, services.config.checkpoints_dir / "run1")
+    generate_and_record(services, services.config.checkpoints_dir / "run1" / "checkpoint-2", _request(n=1))
+    names = [row["name"] for row in store.list_checkpoints(store.open_db(services.config.db_path))]
+    assert names == ["run1/checkpoint-2"]
