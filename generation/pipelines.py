@@ -120,7 +120,10 @@ class PipelineCache:
         self._lock = threading.Lock()
 
     def get(self, info: CheckpointInfo):
-        """The loaded pipeline for ``info``, loading it (and evicting the oldest) if needed."""
+        """The loaded pipeline for ``info``, loading it (and evicting the oldest) if needed.
+
+        For inspection only: to run the pipeline, take it with ``use`` so no other thread runs it at once.
+        """
         return self._entry(info).pipe
 
     @contextmanager

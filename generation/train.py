@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from generation.datasets import load_training_set
 from generation.device import resolve_device
+from generation.prompts import load_prompts
 from generation.model import (
     CompactModelConfig, build_noise_scheduler, build_unet, build_vae, cast_copy, config_to_dict, write_metadata,
     write_pipeline_folder,
@@ -134,6 +135,8 @@ class Trainer:
         torch.manual_seed(args.seed)
         self.total_steps = args.stage1_steps + args.stage2_steps
         self.save_steps = self._save_steps()
+        self.prompts = load_prompts()
+        self.embeddings: dict[str, torch.Tensor] = {}
 
     def run(self) -> int:
         """Train, writing checkpoints; returns 0."""
@@ -234,26 +237,18 @@ class Trainer:
         latents = self.latents[index] * self.pipe.vae.config.scaling_factor
         drop = torch.rand(len(index), generator=self.generator, device=self.device) < self.args.uncond_prob
         prompts = [
-            "" if dropped else (self._generic_prompt() if stage == 1 else self.data.prompts[i])
+            "" if dropped else (self.prompts.generic if stage == 1 else self.data.prompts[i])
             for i, dropped in zip(index.tolist(), drop.tolist())
         ]
         return latents, torch.stack([self._embed(p) for p in prompts])
 
-    def _generic_prompt(self) -> str:
-        from generation.prompts import load_prompts
-
-        if not hasattr(self, "_generic"):
-            self._generic = load_prompts().generic
-        return self._generic
-
     @torch.no_grad()
     def _embed(self, prompt: str) -> torch.Tensor:
         """The text encoding of ``prompt``, computed once through the pipeline's own encode_prompt."""
-        cache = self.__dict__.setdefault("_embeddings", {})
-        if prompt not in cache:
+        if prompt not in self.embeddings:
             embeds, _ = self.pipe.encode_prompt(prompt, self.device, 1, False)
-            cache[prompt] = embeds[0]
-        return cache[prompt]
+            self.embeddings[prompt] = embeds[0]
+        return self.embeddings[prompt]
 
     def _update_ema(self, step: int) -> None:
         if self.ema is None:
@@ -285,10 +280,9 @@ class Trainer:
         logger.info("wrote %s (stage %d)", out, stage)
 
     def _metadata(self, step: int, stage: int) -> dict:
-        from generation.prompts import load_prompts
         from generation.text_encoder import MAX_LENGTH, PACKAGE
 
-        book = load_prompts()
+        book = self.prompts
         return {
             "step": step,
             "stage": stage,
