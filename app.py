@@ -19,18 +19,23 @@ TITLE = "PolypTuring"
 
 
 def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
-    """The whole app as one Blocks; each room's tab is built by its ``ui.build``."""
+    """The whole app as one Blocks: the account bar and the Rate and Studies tabs (``review.ui``),
+    then the Evaluate (``evaluation.ui``) and Generate (``generation.ui``) tabs."""
+    from evaluation import ui as evaluation_ui
     from generation import ui as generation_ui
+    from review import ui as review_ui
 
     services = services or Services(config)
     # Built outside the app's Blocks: a Blocks created inside another is inlined there already,
     # and .render() would then place its components a second time.
     generate_tab = generation_ui.build(services)
+    body = review_ui.build(services, more_tabs=[
+        ("Evaluate (admin)", lambda session: evaluation_ui.build(services, session)),
+        ("Generate", lambda session: generate_tab.render()),
+    ])
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"# {TITLE}\nA clinical Turing-test workbench for generated colonoscopy polyp images.")
-        with gr.Tabs():
-            with gr.Tab("Generate"):
-                generate_tab.render()
+        body.render()
     return app
 
 
@@ -44,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"PolypTuring serving at http://{config.host}:{config.port}", flush=True)
     app.queue(default_concurrency_limit=2).launch(
         server_name=config.host, server_port=config.port, show_error=True,
-        # The gallery serves generated files from the data folder, wherever that is.
-        allowed_paths=[str(config.generated_dir)],
+        # Generated and presented (study) images are served from the data folder, wherever that is.
+        allowed_paths=[str(config.generated_dir), str(config.data_dir / "presented")],
     )
 
 

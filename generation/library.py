@@ -50,10 +50,7 @@ def generate_and_record(
     from review import store
 
     request.validated()
-    info = inspect_checkpoint(Path(checkpoint), services.config.base)
-    roots = {Path(r).resolve() for r in (services.config.demo_dir, services.config.checkpoints_dir)}
-    if Path(info.path).resolve().parent.parent in roots:  # in a run folder: name it as discovery does
-        info = replace(info, name=f"{Path(info.path).parent.name}/{info.name}")
+    info = _inspect(services, checkpoint)
     with services.pipelines.use(info) as pipe:
         generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"
@@ -64,10 +61,7 @@ def generate_and_record(
             row["path"] = str((out_dir / row["file"]).resolve())
         db = services.db()
         try:
-            checkpoint_id = store.upsert_checkpoint(
-                db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
-                fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
-            )
+            checkpoint_id = _upsert(db, info)
             store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
         finally:
             db.close()
@@ -77,6 +71,37 @@ def generate_and_record(
                 (out_dir / row["file"]).unlink(missing_ok=True)
         raise
     return rows
+
+
+def record_checkpoint(services, checkpoint: str | Path) -> int:
+    """Store (or find) a checkpoint folder's row in the study database and return its id.
+
+    Raises:
+        CheckpointNotFound, NotACheckpoint: If the folder is not a checkpoint.
+    """
+    info = _inspect(services, checkpoint)
+    db = services.db()
+    try:
+        return _upsert(db, info)
+    finally:
+        db.close()
+
+
+def _inspect(services, checkpoint: str | Path) -> CheckpointInfo:
+    info = inspect_checkpoint(Path(checkpoint), services.config.base)
+    roots = {Path(r).resolve() for r in (services.config.demo_dir, services.config.checkpoints_dir)}
+    if Path(info.path).resolve().parent.parent in roots:  # in a run folder: name it as discovery does
+        info = replace(info, name=f"{Path(info.path).parent.name}/{info.name}")
+    return info
+
+
+def _upsert(db, info: CheckpointInfo) -> int:
+    from review import store
+
+    return store.upsert_checkpoint(
+        db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
+        fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
+    )
 
 
 def _image_row(row: dict, checkpoint_id: int) -> dict:

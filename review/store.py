@@ -90,9 +90,140 @@ def _create_core_tables(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX provenance_checkpoint ON provenance(checkpoint_id)")
 
 
-# Later migrations add, each as its own @MIGRATIONS function below this line (never edit an
-# applied one): studies, raters, trials, ratings (with an idempotency key), presented-image
-# tokens, features (sha256, extractor, preprocessing) and metric_results.
+# Later migrations each go in their own @MIGRATIONS function below (never edit an applied one).
+# The review tables' functions live in review/study_store.py (this module grew past one noun).
+
+
+@MIGRATIONS(name="0002_review_studies_raters_trials_ratings")
+def _create_review_tables(db: sqlite_utils.Database) -> None:
+    strict = " STRICT" if db.supports_strict else ""
+    db.execute(f"""
+        CREATE TABLE raters (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE CHECK (length(username) BETWEEN 1 AND 64),
+            role TEXT NOT NULL CHECK (role IN ('rater', 'admin')),
+            password_hash TEXT NULL,
+            specialty TEXT NULL,
+            years_practice INTEGER NULL CHECK (years_practice IS NULL OR years_practice BETWEEN 0 AND 70),
+            colonoscopies TEXT NULL,
+            profile_at TEXT NULL,
+            simulated INTEGER NOT NULL DEFAULT 0 CHECK (simulated IN (0, 1)),
+            created_at TEXT NOT NULL DEFAULT {_NOW}
+        ){strict}""")
+    # Tokens are stored as their sha256: a copy of the database signs nobody in.
+    db.execute(f"""
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            rater_id INTEGER NOT NULL REFERENCES raters(id),
+            created_at TEXT NOT NULL DEFAULT {_NOW},
+            expires_at TEXT NOT NULL
+        ){strict}""")
+    db.execute(f"""
+        CREATE TABLE studies (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 200),
+            mode TEXT NOT NULL CHECK (mode IN ('single', 'pair')),
+            design TEXT NOT NULL CHECK (json_valid(design)),
+            presentation TEXT NOT NULL CHECK (json_valid(presentation)),
+            status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'open', 'closed')),
+            audit TEXT NULL CHECK (audit IS NULL OR json_valid(audit)),
+            audit_override TEXT NULL CHECK (audit_override IS NULL OR json_valid(audit_override)),
+            simulated INTEGER NOT NULL DEFAULT 0 CHECK (simulated IN (0, 1)),
+            created_by INTEGER NULL REFERENCES raters(id),
+            created_at TEXT NOT NULL DEFAULT {_NOW},
+            opened_at TEXT NULL,
+            closed_at TEXT NULL
+        ){strict}""")
+    db.execute(f"""
+        CREATE TABLE invitations (
+            token_hash TEXT PRIMARY KEY,
+            study_id INTEGER NOT NULL REFERENCES studies(id),
+            rater_id INTEGER NOT NULL REFERENCES raters(id),
+            created_at TEXT NOT NULL DEFAULT {_NOW},
+            expires_at TEXT NOT NULL
+        ){strict}""")
+    db.execute(f"""
+        CREATE TABLE study_raters (
+            study_id INTEGER NOT NULL REFERENCES studies(id),
+            rater_id INTEGER NOT NULL REFERENCES raters(id),
+            PRIMARY KEY (study_id, rater_id)
+        ){strict}""")
+    # Every image a study shows, real, synthetic or attention check, under a random token; the
+    # presented file is what the browser receives. Attention images are not in `images`.
+    db.execute(f"""
+        CREATE TABLE study_images (
+            study_id INTEGER NOT NULL REFERENCES studies(id),
+            sha256 TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('real', 'synthetic', 'attention')),
+            label TEXT NULL CHECK (label IS NULL OR label IN ('AD', 'NonAD')),
+            checkpoint_id INTEGER NULL REFERENCES checkpoints(id),
+            source_path TEXT NOT NULL,
+            token TEXT NOT NULL UNIQUE,
+            presented_path TEXT NOT NULL,
+            PRIMARY KEY (study_id, sha256)
+        ){strict}""")
+    db.execute(f"""
+        CREATE TABLE trials (
+            id INTEGER PRIMARY KEY,
+            study_id INTEGER NOT NULL REFERENCES studies(id),
+            rater_id INTEGER NOT NULL REFERENCES raters(id),
+            position INTEGER NOT NULL CHECK (position >= 0),
+            kind TEXT NOT NULL CHECK (kind IN ('normal', 'repeat', 'attention')),
+            image_left TEXT NOT NULL,
+            image_right TEXT NULL,
+            synthetic_side TEXT NULL CHECK (synthetic_side IS NULL OR synthetic_side IN ('left', 'right')),
+            repeat_of INTEGER NULL,
+            cell TEXT NOT NULL,
+            shown_at TEXT NULL,
+            UNIQUE (study_id, rater_id, position),
+            FOREIGN KEY (study_id, image_left) REFERENCES study_images(study_id, sha256),
+            FOREIGN KEY (study_id, image_right) REFERENCES study_images(study_id, sha256)
+        ){strict}""")
+    db.execute(f"""
+        CREATE TABLE ratings (
+            id INTEGER PRIMARY KEY,
+            trial_id INTEGER NOT NULL UNIQUE REFERENCES trials(id),
+            rater_id INTEGER NOT NULL REFERENCES raters(id),
+            idempotency_key TEXT NOT NULL UNIQUE CHECK (length(idempotency_key) BETWEEN 8 AND 128),
+            real_or_synthetic TEXT NULL CHECK (real_or_synthetic IS NULL OR real_or_synthetic IN ('real', 'synthetic')),
+            source_confidence INTEGER NULL CHECK (source_confidence IS NULL OR source_confidence BETWEEN 1 AND 5),
+            realism INTEGER NULL CHECK (realism IS NULL OR realism BETWEEN 1 AND 5),
+            pathology TEXT NULL CHECK (pathology IS NULL OR pathology IN ('AD', 'NonAD', 'cannot tell')),
+            pathology_confidence INTEGER NULL CHECK (pathology_confidence IS NULL OR pathology_confidence BETWEEN 1 AND 5),
+            synthetic_choice TEXT NULL CHECK (synthetic_choice IS NULL OR synthetic_choice IN ('left', 'right')),
+            choice_confidence INTEGER NULL CHECK (choice_confidence IS NULL OR choice_confidence BETWEEN 1 AND 5),
+            pathology_left TEXT NULL CHECK (pathology_left IS NULL OR pathology_left IN ('AD', 'NonAD', 'cannot tell')),
+            pathology_right TEXT NULL CHECK (pathology_right IS NULL OR pathology_right IN ('AD', 'NonAD', 'cannot tell')),
+            artifacts TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(artifacts)),
+            comment TEXT NOT NULL DEFAULT '' CHECK (length(comment) <= 2000),
+            response_ms INTEGER NULL CHECK (response_ms IS NULL OR response_ms >= 0),
+            submitted_at TEXT NOT NULL DEFAULT {_NOW}
+        ){strict}""")
+    db.execute("CREATE INDEX trials_rater ON trials(study_id, rater_id, position)")
+    db.execute("CREATE INDEX ratings_rater ON ratings(rater_id)")
+
+
+@MIGRATIONS(name="0003_metric_results")
+def _create_metric_results(db: sqlite_utils.Database) -> None:
+    # One row per (checkpoint, scope, metric, extractor, preprocessing): a refresh replaces it.
+    strict = " STRICT" if db.supports_strict else ""
+    db.execute(f"""
+        CREATE TABLE metric_results (
+            id INTEGER PRIMARY KEY,
+            checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+            scope TEXT NOT NULL CHECK (scope IN ('AD', 'NonAD', 'pooled')),
+            metric TEXT NOT NULL CHECK (length(metric) > 0),
+            value REAL NULL,
+            ci_low REAL NULL,
+            ci_high REAL NULL,
+            extractor TEXT NOT NULL,
+            preprocessing TEXT NOT NULL,
+            n_real INTEGER NOT NULL CHECK (n_real >= 0),
+            n_fake INTEGER NOT NULL CHECK (n_fake >= 0),
+            details TEXT NULL CHECK (details IS NULL OR json_valid(details)),
+            computed_at TEXT NOT NULL DEFAULT {_NOW},
+            UNIQUE (checkpoint_id, scope, metric, extractor, preprocessing)
+        ){strict}""")
 
 
 def open_db(path: str | Path) -> sqlite_utils.Database:

@@ -17,6 +17,7 @@ def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, a
     from review.store import count_images, open_db
 
     page.goto(served_app)
+    page.get_by_role("tab", name="Generate").click()
     generate = page.get_by_role("button", name="Generate", exact=True)
     expect(generate, "the Generate tab should appear once on the page").to_have_count(1)
 

@@ -1,0 +1,331 @@
+"""The review rules: accounts, study creation and opening, next trial, submitting a rating.
+
+Every function that acts for a person takes that person's session token and checks it here,
+server side: a rater reaches only their own trials, never another rater's answers, never admin
+functions, whatever the browser sends. Errors a person can fix are ``ReviewError``s with a
+message saying what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from review import auth, study_store
+
+logger = logging.getLogger(__name__)
+
+ARTIFACTS: tuple[str, ...] = ("colour", "texture", "vessels", "specular highlights", "anatomy", "border")
+PATHOLOGY_CALLS: tuple[str, ...] = ("AD", "NonAD", "cannot tell")
+MAX_COMMENT = 2000
+
+
+class ReviewError(ValueError):
+    """Something a rater or admin asked for that cannot be done; the message says why."""
+
+
+class NotSignedIn(ReviewError):
+    """No valid session: never signed in, signed out, or the session expired."""
+
+
+class Forbidden(ReviewError):
+    """Signed in, but not allowed to do this (e.g. a rater calling an admin function)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a session belongs to (no password hash)."""
+
+    id: int
+    username: str
+    role: str
+    needs_profile: bool
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """What a rater's browser may know about a trial: nothing about sources, labels or checkpoints."""
+
+    study_id: int
+    trial_id: int
+    position: int  # 1-based
+    total: int
+    mode: str
+    image_paths: tuple[str, ...]  # presented files, named by random token
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts
+
+
+def create_account(db: sqlite_utils.Database, username: str, role: str = "rater",
+                   password: str | None = None, simulated: bool = False) -> int:
+    """Create a rater or admin account; a password is optional for raters (invitation links)."""
+    username = _clean_username(username)
+    if role not in ("rater", "admin"):
+        raise ReviewError(f"role must be rater or admin, got {role!r}")
+    if role == "admin" and not password:
+        raise ReviewError("an admin account needs a password")
+    hashed = auth.hash_password(password) if password else None
+    return study_store.create_rater(db, username, role, hashed, simulated)
+
+
+def set_password(db: sqlite_utils.Database, username: str, password: str) -> None:
+    rater = study_store.get_rater_by_username(db, _clean_username(username))
+    if rater is None:
+        raise ReviewError(f"no account named {username!r}")
+    study_store.set_password_hash(db, rater["id"], auth.hash_password(password))
+
+
+def sign_in(db: sqlite_utils.Database, username: str, password: str) -> str:
+    """Check credentials and return a new session token.
+
+    Raises:
+        NotSignedIn: For an unknown user or a wrong password (the same message for both).
+    """
+    rater = study_store.get_rater_by_username(db, (username or "").strip())
+    if rater is None or not auth.verify_password(password or "", rater["password_hash"]):
+        raise NotSignedIn("unknown username or wrong password")
+    return _new_session(db, rater["id"])
+
+
+def redeem_invitation(db: sqlite_utils.Database, invitation: str) -> tuple[str, int]:
+    """Sign in with an invitation link's token; returns (session token, study id).
+
+    Raises:
+        NotSignedIn: For a token that was never issued (forged, mistyped) or has expired.
+    """
+    row = study_store.get_invitation(db, auth.token_hash(invitation or ""))
+    if row is None:
+        raise NotSignedIn("this invitation link is not valid: check that it was copied whole, "
+                          "or ask the study's organiser for a new one")
+    if row["expires_at"] <= auth.stamp(auth.now_utc()):
+        raise NotSignedIn(f"this invitation link expired on {row['expires_at'][:10]}; "
+                          "ask the study's organiser for a new one")
+    return _new_session(db, row["rater_id"]), row["study_id"]
+
+
+def account(db: sqlite_utils.Database, session: str | None) -> Account:
+    """The account a session token belongs to.
+
+    Raises:
+        NotSignedIn: If the token is missing, unknown or expired.
+    """
+    rater = study_store.session_rater(db, auth.token_hash(session)) if session else None
+    if rater is None:
+        raise NotSignedIn("please sign in (your session is missing or has expired)")
+    return Account(rater["id"], rater["username"], rater["role"], rater["profile_at"] is None,
+                   bool(rater["simulated"]))
+
+
+def require_admin(db: sqlite_utils.Database, session: str | None) -> Account:
+    """The admin behind a session. Raises Forbidden for a rater."""
+    who = account(db, session)
+    if who.role != "admin":
+        raise Forbidden("this needs an admin account")
+    return who
+
+
+def save_profile(db: sqlite_utils.Database, session: str, specialty: str, years: int | float | None,
+                 colonoscopies: str) -> None:
+    """Store the rater's specialty, years of practice and approximate colonoscopies performed."""
+    who = account(db, session)
+    if not specialty or len(specialty) > 100:
+        raise ReviewError("specialty is required (at most 100 characters)")
+    if years is None or not 0 <= float(years) <= 70 or float(years) != int(years):
+        raise ReviewError(f"years of practice must be a whole number from 0 to 70, got {years!r}")
+    if colonoscopies not in COLONOSCOPY_BANDS:
+        raise ReviewError(f"colonoscopies must be one of {', '.join(COLONOSCOPY_BANDS)}, got {colonoscopies!r}")
+    study_store.set_profile(db, who.id, specialty.strip(), int(years), colonoscopies)
+
+
+COLONOSCOPY_BANDS: tuple[str, ...] = ("none", "<100", "100-500", "500-1000", "1000-5000", ">5000")
+
+
+def _new_session(db: sqlite_utils.Database, rater_id: int) -> str:
+    token = auth.new_token()
+    study_store.add_session(db, auth.token_hash(token), rater_id, auth.expiry(auth.SESSION_DAYS))
+    return token
+
+
+def _clean_username(username: str) -> str:
+    name = (username or "").strip()
+    if not 1 <= len(name) <= 64 or any(ch.isspace() or ch in "<>\"'&" for ch in name):
+        raise ReviewError(f"username must be 1-64 characters without spaces or <>\"'&, got {username!r}")
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Rating
+
+
+def rater_studies(db: sqlite_utils.Database, session: str) -> list[dict]:
+    """The open studies a rater is in, with their progress."""
+    who = account(db, session)
+    rows = []
+    for study in study_store.studies_for_rater(db, who.id):
+        rated, total = study_store.rater_progress(db, study["id"], who.id)
+        rows.append({"id": study["id"], "name": study["name"], "status": study["status"],
+                     "mode": study["mode"], "rated": rated, "total": total})
+    return rows
+
+
+def next_item(db: sqlite_utils.Database, session: str, study_id: int) -> TrialView | None:
+    """The rater's next unrated trial (starting its response clock), or None when finished.
+
+    Raises:
+        NotSignedIn, Forbidden: Without a session, or for a study the rater is not in.
+        ReviewError: If the study is not open.
+    """
+    who, study = _rater_study(db, session, study_id)
+    trial = study_store.next_trial(db, study_id, who.id)
+    if trial is None:
+        return None
+    study_store.mark_shown(db, trial["id"])
+    rated, total = study_store.rater_progress(db, study_id, who.id)
+    paths = (trial["left_path"],) if trial["right_path"] is None else (trial["left_path"], trial["right_path"])
+    for path in paths:
+        if not Path(path).is_file():
+            raise ReviewError("an image of this trial could not be loaded; the organiser has been "
+                              "told in the server log; please try again later")
+    return TrialView(study_id, trial["id"], rated + 1, total, study["mode"], paths)
+
+
+def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int, answers: dict,
+           key: str) -> bool:
+    """Store a rater's answers to one of their trials, once.
+
+    Args:
+        answers: Single mode: real_or_synthetic, source_confidence, realism, pathology,
+            pathology_confidence, optional artifacts and comment. Pair mode: synthetic_choice,
+            choice_confidence, pathology_left, pathology_right.
+        key: The client's idempotency key for this submit (one per trial shown).
+
+    Returns:
+        True if stored now, False if this trial already had a rating (repeated submit).
+
+    Raises:
+        Forbidden: If the trial is not this rater's (or not in this study).
+        ReviewError: If an answer is missing or outside its allowed values.
+    """
+    who, study = _rater_study(db, session, study_id)
+    trial = study_store.get_trial(db, int(trial_id))
+    if trial is None or trial["rater_id"] != who.id or trial["study_id"] != study_id:
+        raise Forbidden("this trial is not in your schedule")
+    if not isinstance(key, str) or not 8 <= len(key) <= 128:
+        raise ReviewError("submit key must be 8-128 characters")
+    clean = validate_answers(study["mode"], answers)
+    clean["response_ms"] = _response_ms(trial["shown_at"])
+    stored, existing = study_store.insert_rating(db, trial["id"], who.id, key, clean)
+    if not stored and existing["trial_id"] != trial["id"]:
+        raise ReviewError("this submit key was already used for another trial")
+    return stored
+
+
+def validate_answers(mode: str, answers: dict) -> dict:
+    """Check a rating's answers against the mode's questions; returns the cleaned answers."""
+    if mode == "single":
+        required = {"real_or_synthetic": ("real", "synthetic"), "pathology": PATHOLOGY_CALLS}
+        scales = ("source_confidence", "realism", "pathology_confidence")
+    else:
+        required = {"synthetic_choice": ("left", "right"), "pathology_left": PATHOLOGY_CALLS,
+                    "pathology_right": PATHOLOGY_CALLS}
+        scales = ("choice_confidence",)
+    clean: dict = {}
+    for name, allowed in required.items():
+        if answers.get(name) not in allowed:
+            raise ReviewError(f"{_question(name)}: choose one of {', '.join(allowed)} (got {answers.get(name)!r})")
+        clean[name] = answers[name]
+    for name in scales:
+        value = answers.get(name)
+        if value is None or str(value) not in {"1", "2", "3", "4", "5"}:
+            raise ReviewError(f"{_question(name)}: choose 1 to 5 (got {value!r})")
+        clean[name] = int(value)
+    artifacts = answers.get("artifacts") or []
+    unknown = sorted(set(artifacts) - set(ARTIFACTS))
+    if unknown:
+        raise ReviewError(f"artifacts: unknown {unknown}; allowed {', '.join(ARTIFACTS)}")
+    comment = answers.get("comment") or ""
+    if len(comment) > MAX_COMMENT:
+        raise ReviewError(f"comment: at most {MAX_COMMENT} characters, got {len(comment)}")
+    clean.update(artifacts=sorted(set(artifacts)), comment=comment)
+    return clean
+
+
+def personal_summary(db: sqlite_utils.Database, session: str, study_id: int) -> dict:
+    """After the last trial only: how often the rater spotted synthetic images and called pathology right."""
+    who, study = _rater_study(db, session, study_id, allow_closed=True)
+    rated, total = study_store.rater_progress(db, study_id, who.id)
+    if rated < total:
+        raise ReviewError(f"the summary is shown after the last image ({rated} of {total} rated)")
+    rows = [row for row in study_store.rater_ratings(db, study_id, who.id) if row["kind"] == "normal"]
+    if study["mode"] == "single":
+        correct = sum(row["real_or_synthetic"] == row["left_role"] for row in rows)
+        called = [row for row in rows if row["pathology"] != "cannot tell"]
+        path_ok = sum(row["pathology"] == row["left_label"] for row in called)
+    else:
+        correct = sum(row["synthetic_choice"] == row["synthetic_side"] for row in rows)
+        called = [(row["pathology_left"], row["left_label"]) for row in rows if row["pathology_left"] != "cannot tell"]
+        called += [(row["pathology_right"], row["right_label"]) for row in rows if row["pathology_right"] != "cannot tell"]
+        path_ok = sum(call == truth for call, truth in called)
+    return {"trials": len(rows), "source_correct": correct, "pathology_called": len(called),
+            "pathology_correct": path_ok}
+
+
+def _rater_study(db, session, study_id, allow_closed: bool = False) -> tuple[Account, dict]:
+    who = account(db, session)
+    study = study_store.get_study(db, int(study_id))
+    if study is None or not study_store.is_study_rater(db, study["id"], who.id):
+        raise Forbidden("you are not a rater in this study")
+    if study["status"] != "open" and not (allow_closed and study["status"] == "closed"):
+        raise ReviewError(f"study {study['name']!r} is {study['status']}; rating is possible while it is open")
+    return who, study
+
+
+def _response_ms(shown_at: str | None) -> int | None:
+    if shown_at is None:
+        return None
+    from datetime import datetime
+
+    shown = datetime.fromisoformat(shown_at.replace("Z", "+00:00"))
+    return max(0, int((auth.now_utc() - shown).total_seconds() * 1000))
+
+
+def _question(name: str) -> str:
+    return name.replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+def export_csv(db: sqlite_utils.Database, session: str, study_id: int) -> str:
+    """All ratings of a study as tidy CSV text (admin only); columns in docs/review-export.md."""
+    require_admin(db, session)
+    if study_store.get_study(db, int(study_id)) is None:
+        raise ReviewError(f"no study with id {study_id}")
+    rows = study_store.export_rows(db, int(study_id))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "study_id", "study_name", "mode", "study_simulated", "rater", "rater_specialty",
+    "rater_years_practice", "rater_colonoscopies", "rater_simulated", "trial_id", "position",
+    "trial_kind", "repeat_of", "side", "synthetic_side", "image_sha256", "image_source",
+    "image_label", "image_token", "checkpoint_id", "checkpoint_name", "checkpoint_step",
+    "checkpoint_stage", "checkpoint_fingerprint", "prompt", "negative_prompt", "seed", "scheduler",
+    "steps", "guidance", "rating_id", "real_or_synthetic", "source_confidence", "realism",
+    "pathology", "pathology_confidence", "synthetic_choice", "choice_confidence",
+    "pathology_left", "pathology_right", "artifacts", "comment", "response_ms", "submitted_at",
+)
+

@@ -1,0 +1,257 @@
+"""Setting up a study (admin): design -> presented images -> schedules -> stored; audit; open, close.
+
+The design is frozen when the study is created: the images it shows, every rater's schedule and
+the presentation settings are stored with it, made by pure seeded functions
+(``review.schedule``, ``review.presentation``), so the same design and seed give the same study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from review import auth, store, study_store
+from review.attention import write_attention_images
+from review.presentation import PresentationSettings, present_file
+from review.schedule import DesignError, StudyDesign, StudyItem, make_schedules, select_items
+from review.studies import ReviewError, create_account, require_admin
+
+logger = logging.getLogger(__name__)
+
+AUDIT_THRESHOLD = 0.75
+"""A study opens only if the presented images' cross-validated real-vs-synthetic AUC from
+nuisance cues stays at or below this and no single cue exceeds it, unless overridden."""
+
+
+@dataclass(frozen=True)
+class RaterSpec:
+    """A rater named when a study is created; with a password they can also sign in by name."""
+
+    username: str
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedStudy:
+    study_id: int
+    invitations: dict[str, str] = field(default_factory=dict)  # username -> invitation token (shown once)
+    trials_per_rater: dict[str, int] = field(default_factory=dict)
+
+
+def create_study(
+    db: sqlite_utils.Database, data_dir: Path, session: str, name: str, design: StudyDesign,
+    raters: list[RaterSpec], simulated: bool = False,
+) -> CreatedStudy:
+    """Create a study in draft: pick its images, present them, make every rater's schedule.
+
+    Raises:
+        Forbidden: If the session is not an admin's.
+        ReviewError: For a bad name, too few images for the design, or no raters.
+    """
+    admin = require_admin(db, session)
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 200:
+        raise ReviewError("study name must have 1-200 characters")
+    if not raters:
+        raise ReviewError("name at least one rater (one username per line)")
+    rater_ids = {spec.username: _rater_id(db, spec, simulated) for spec in raters}
+    synthetic = [_item(row) for row in store.list_images(db, source="synthetic")
+                 if row["checkpoint_id"] in design.checkpoint_ids]
+    real = [_item(row) for row in store.list_images(db, source="real")]
+    try:
+        items = select_items(design, synthetic, real)
+        attention = _attention_images(data_dir, design)
+        schedules = make_schedules(design, items, list(rater_ids.values()), tuple(attention))
+    except DesignError as error:
+        raise ReviewError(str(error)) from error
+    settings = PresentationSettings(size=design.size)
+    shown = {sha for trials in schedules.values() for trial in trials for sha in trial.images}
+    images, written = _present(db, data_dir, shown, attention, settings)
+    trials = [_trial_row(rater, trial) for rater, schedule in schedules.items() for trial in schedule]
+    try:
+        study_id = study_store.create_study(
+            db, name=name, mode=design.mode, design=design.to_dict(), presentation=settings.to_dict(),
+            created_by=admin.id, simulated=simulated, rater_ids=rater_ids.values(), images=images,
+            trials=trials)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    invitations = {user: new_invitation(db, session, study_id, user) for user in rater_ids}
+    per_rater = {user: len(schedules[rid]) for user, rid in rater_ids.items()}
+    logger.info("study %s (%s) created: %d raters, %d images", study_id, name, len(rater_ids), len(images))
+    return CreatedStudy(study_id, invitations, per_rater)
+
+
+def new_invitation(db: sqlite_utils.Database, session: str, study_id: int, username: str,
+                   days: float = auth.INVITATION_DAYS) -> str:
+    """A fresh invitation token for a rater of a study (admin only); the link is ``/?invite=TOKEN``."""
+    require_admin(db, session)
+    rater = study_store.get_rater_by_username(db, username)
+    if rater is None or not study_store.is_study_rater(db, study_id, rater["id"]):
+        raise ReviewError(f"{username!r} is not a rater of study {study_id}")
+    token = auth.new_token()
+    study_store.add_invitation(db, auth.token_hash(token), study_id, rater["id"], auth.expiry(days))
+    return token
+
+
+def audit_study(db: sqlite_utils.Database, session: str, study_id: int,
+                threshold: float = AUDIT_THRESHOLD) -> dict:
+    """Run the blinding audit on a study's real and synthetic images and store it."""
+    from review.audit import audit_files
+
+    require_admin(db, session)
+    study = _study(db, study_id)
+    rows = study_store.study_images(db, study_id)
+    real = [Path(row["source_path"]) for row in rows if row["role"] == "real"]
+    fake = [Path(row["source_path"]) for row in rows if row["role"] == "synthetic"]
+    settings = PresentationSettings(size=study["presentation"]["size"])
+    try:
+        result = audit_files(real, fake, settings, threshold=threshold, seed=study["design"]["seed"])
+    except ValueError as error:
+        raise ReviewError(f"blinding audit could not run: {error}") from error
+    audit = result.to_dict()
+    study_store.set_study_audit(db, study_id, audit, study["audit_override"])
+    return audit
+
+
+def open_study(db: sqlite_utils.Database, session: str, study_id: int, override_reason: str = "") -> dict:
+    """Open a study for rating once its blinding audit passed, or with a recorded override.
+
+    Raises:
+        ReviewError: If no audit was run, or the audit failed and no override reason was given.
+    """
+    admin = require_admin(db, session)
+    study = _study(db, study_id)
+    audit = study["audit"]
+    if audit is None:
+        raise ReviewError("run the blinding audit before opening the study")
+    override = study["audit_override"]
+    if not audit.get("passed"):
+        reason = (override_reason or "").strip()
+        if not reason:
+            leaks = ", ".join(leak["cue"] for leak in audit.get("leaks", [])) or "overall AUC"
+            raise ReviewError(
+                f"the blinding audit failed (presented AUC {audit.get('auc_presented'):.2f}, leaks: {leaks}); "
+                "fix the images, or open anyway by giving an override reason (it is recorded)")
+        override = {"by": admin.username, "reason": reason, "at": auth.stamp(auth.now_utc())}
+        study_store.set_study_audit(db, study_id, audit, override)
+    study_store.set_study_status(db, study_id, "open")
+    return _study(db, study_id)
+
+
+def close_study(db: sqlite_utils.Database, session: str, study_id: int) -> dict:
+    require_admin(db, session)
+    _study(db, study_id)
+    study_store.set_study_status(db, study_id, "closed")
+    return _study(db, study_id)
+
+
+def progress(db: sqlite_utils.Database, session: str, study_id: int) -> list[dict]:
+    """Per rater: rated of total, whether the profile is given, last rating time (admin only)."""
+    require_admin(db, session)
+    _study(db, study_id)
+    return study_store.study_progress(db, study_id)
+
+
+def _study(db, study_id) -> dict:
+    study = study_store.get_study(db, int(study_id))
+    if study is None:
+        raise ReviewError(f"no study with id {study_id}")
+    return study
+
+
+def _rater_id(db, spec: RaterSpec, simulated: bool) -> int:
+    existing = study_store.get_rater_by_username(db, spec.username.strip())
+    if existing is not None:
+        return existing["id"]
+    return create_account(db, spec.username, "rater", spec.password, simulated)
+
+
+def _item(row: dict) -> StudyItem:
+    return StudyItem(sha256=row["sha256"], source=row["source"], label=row["label"],
+                     checkpoint_id=row["checkpoint_id"])
+
+
+def _attention_images(data_dir: Path, design: StudyDesign) -> dict[str, Path]:
+    if design.attention_checks == 0:
+        return {}
+    paths = write_attention_images(Path(data_dir) / "attention" / f"seed{design.seed}-{design.size}px",
+                                   n=max(2, min(design.attention_checks, 6)), seed=design.seed, size=design.size)
+    return {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in paths}
+
+
+def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
+             settings: PresentationSettings) -> tuple[list[dict], list[Path]]:
+    """Write every shown image through the presentation transform under a random token."""
+    out_dir = Path(data_dir) / "presented"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, written = [], []
+    try:
+        for sha in sorted(shown):
+            if sha in attention:
+                meta = {"role": "attention", "label": None, "checkpoint_id": None, "path": str(attention[sha])}
+            else:
+                image = store.get_image(db, sha)
+                meta = {"role": image["source"], "label": image["label"],
+                        "checkpoint_id": image["checkpoint_id"], "path": image["path"]}
+            token = auth.new_token()
+            target = out_dir / f"{token}.png"
+            try:
+                target.write_bytes(present_file(Path(meta["path"]), settings.size))
+            except (OSError, ValueError) as error:
+                raise ReviewError(f"image {meta['path']} could not be presented: {error}") from error
+            written.append(target)
+            rows.append({"sha256": sha, "role": meta["role"], "label": meta["label"],
+                         "checkpoint_id": meta["checkpoint_id"], "source_path": meta["path"],
+                         "token": token, "presented_path": str(target.resolve())})
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return rows, written
+
+
+def _trial_row(rater_id: int, trial) -> dict:
+    return {"rater_id": rater_id, "position": trial.position, "kind": trial.kind,
+            "image_left": trial.images[0], "image_right": trial.images[1] if len(trial.images) > 1 else None,
+            "synthetic_side": trial.synthetic_side, "repeat_of": trial.repeat_of, "cell": trial.cell}
+
+
+def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: int, generate: bool,
+                  progress=None) -> list[int]:
+    """The database ids of the chosen checkpoints, generating missing synthetic images if asked.
+
+    For each checkpoint and pathology with fewer than ``per_label`` stored images, and
+    ``generate`` true, the shortfall is generated with the default prompt and sampler, seeds
+    continuing after the images already stored.
+    """
+    from generation.library import generate_and_record, record_checkpoint
+    from generation.prompts import load_prompts
+    from generation.sampling import SamplingRequest
+
+    if not checkpoint_paths:
+        raise ReviewError("choose at least one checkpoint")
+    book = load_prompts()
+    ids = []
+    for number, path in enumerate(checkpoint_paths):
+        checkpoint_id = record_checkpoint(services, path)
+        ids.append(checkpoint_id)
+        for label in ("AD", "NonAD"):
+            db = services.db()
+            try:
+                have = len(store.list_images(db, source="synthetic", label=label, checkpoint_id=checkpoint_id))
+            finally:
+                db.close()
+            if have >= per_label or not generate:
+                continue
+            if progress is not None:
+                progress((number, len(checkpoint_paths)), desc=f"generating {per_label - have} {label} images")
+            request = SamplingRequest(label=label, prompt=book.default_prompt(label), negative_prompt=book.negative,
+                                      n=per_label - have, seed=seed + have)
+            generate_and_record(services, path, request)
+    return ids

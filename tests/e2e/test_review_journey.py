@@ -1,0 +1,130 @@
+"""Review journeys in a real Chromium: a rater rates with the keyboard and resumes; an admin sets up and exports."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from review import store, studies, study_setup, study_store
+from review.schedule import StudyDesign
+from tests.review.conftest import ADMIN_PASSWORD, add_images
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def seeded(app_config, tmp_path_factory):
+    """Phantom images (real and two fake checkpoints), an admin, and two open studies for rater 'dana'."""
+    db = store.open_db(app_config.db_path)
+    ids = add_images(db, tmp_path_factory.mktemp("review-images"), n_real=8, n_synthetic=3)
+    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+    admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+    made = {}
+    for mode, extra in (("single", {"real_per_label": 4, "repeats": 1, "attention_checks": 1}), ("pair", {})):
+        design = StudyDesign(mode=mode, checkpoint_ids=tuple(ids), images_per_cell=2, size=128, seed=5, **extra)
+        made[mode] = study_setup.create_study(db, app_config.data_dir, admin, f"{mode} study", design,
+                                              [study_setup.RaterSpec("dana", "dana-password")])
+        study_store.set_study_audit(db, made[mode].study_id, {"passed": True, "leaks": []})
+        study_setup.open_study(db, admin, made[mode].study_id)
+    db.close()
+    return made
+
+
+def _sign_in(page, user, password):
+    from playwright.sync_api import expect
+
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"Signed in as {user}")).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def _choose_study(page, name):
+    page.get_by_role("combobox", name="Study").click()
+    page.get_by_role("option", name=re.compile(name)).click()
+    page.get_by_role("button", name="Start / resume").click()
+
+
+def _keys(page, keys):
+    for key in keys:
+        page.keyboard.press(key)
+
+
+def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, seeded, app_config):
+    from playwright.sync_api import expect
+
+    page.goto(served_app)
+    _sign_in(page, "dana", "dana-password")
+    page.get_by_role("tab", name="Rate", exact=True).click()
+    _choose_study(page, "single study")
+    total = seeded["single"].trials_per_rater["dana"]
+    for n in range(1, 6):
+        expect(page.get_by_text(f"Image {n} of {total}")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page.locator(".rating-panel img").first).to_be_visible()
+        # synthetic (2), confidence 4, realism 3, pathology AD (1), confidence 5, then Enter submits
+        _keys(page, ["2", "4", "3", "1", "5", "Enter"])
+    expect(page.get_by_text(f"Image 6 of {total}")).to_be_visible(timeout=TIMEOUT_MS)
+
+    page.reload()  # the session survives in local storage; resume lands on the sixth item
+    expect(page.get_by_text("Signed in as dana")).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Start / resume").click()
+    expect(page.get_by_text(f"Image 6 of {total}")).to_be_visible(timeout=TIMEOUT_MS)
+
+    _choose_study(page, "pair study")
+    pairs = seeded["pair"].trials_per_rater["dana"]
+    for n in range(1, 4):
+        expect(page.get_by_text(f"Image {n} of {pairs}")).to_be_visible(timeout=TIMEOUT_MS)
+        _keys(page, ["1", "5", "1", "2", "Enter"])  # left is synthetic, confidence 5, AD, Non-AD
+    expect(page.get_by_text(f"Image 4 of {pairs}")).to_be_visible(timeout=TIMEOUT_MS)
+
+    db = store.open_db(app_config.db_path)
+    try:
+        rows = {r["study_id"]: r for r in db.query(
+            "SELECT trials.study_id, count(*) AS n, min(realism) AS realism, min(synthetic_choice) AS choice,"
+            " min(pathology_right) AS right_call FROM ratings JOIN trials ON trials.id = ratings.trial_id GROUP BY trials.study_id")}
+    finally:
+        db.close()
+    single, pair = rows[seeded["single"].study_id], rows[seeded["pair"].study_id]
+    assert (single["n"], single["realism"]) == (5, 3)
+    assert (pair["n"], pair["choice"], pair["right_call"]) == (3, "left", "NonAD")
+
+
+def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, seeded, app_config, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(served_app)
+    _sign_in(page, "admin", ADMIN_PASSWORD)
+    page.get_by_role("tab", name="Studies (admin)").click()
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_text("New study").click()
+    page.get_by_label("Study name").fill("booth pilot")
+    page.get_by_label(re.compile(r"step 4000 .*phantom demo")).check()
+    page.get_by_label("Synthetic images per checkpoint and pathology").fill("2")
+    page.get_by_label("Raters: one per line").fill("erin,erin-password")
+    page.get_by_role("button", name="Create study").click()
+    invitations = page.get_by_role("grid", name=re.compile("^Invitations"))
+    expect(invitations.get_by_role("gridcell", name="erin", exact=True)).to_be_visible(timeout=120_000)
+
+    db = store.open_db(app_config.db_path)
+    study_id = next(db.query("SELECT id FROM studies WHERE name = 'booth pilot'"))["id"]
+    db.close()
+    page.get_by_label("Study id").fill(str(study_id))
+    page.get_by_role("button", name="Run blinding audit").click()
+    expect(page.get_by_text("auc_presented")).to_be_visible(timeout=TIMEOUT_MS)
+    page.get_by_label("Override reason").fill("phantom pilot")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.get_by_role("grid", name=re.compile("^Studies")).get_by_role("gridcell", name="open", exact=True)).to_have_count(3, timeout=TIMEOUT_MS)  # the two seeded + this one
+
+    page.get_by_role("button", name="Export ratings CSV").click()
+    link = page.locator("a[href$=\"-ratings.csv\"]").first
+    expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    with page.expect_download() as download:
+        link.click()
+    path = tmp_path / "ratings.csv"
+    download.value.save_as(path)
+    header = next(csv.reader(path.open()))
+    assert header == list(studies.EXPORT_COLUMNS)

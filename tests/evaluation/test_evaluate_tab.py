@@ -1,0 +1,55 @@
+"""The Evaluate tab through the HTTP API: an admin computes metrics with EfficientNet-Lite0; a rater cannot."""
+
+from __future__ import annotations
+
+import pytest
+
+from appconfig import AppConfig
+from review import metric_store, store, studies
+from tests.review.conftest import ADMIN_PASSWORD, add_images
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from gradio_client import Client
+
+    from app import create_app
+
+    tmp = tmp_path_factory.mktemp("evaluate")
+    config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
+    db = store.open_db(config.db_path)
+    add_images(db, tmp / "images", n_real=6, n_synthetic=4, checkpoints=2)
+    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+    studies.create_account(db, "rita", "rater", "rita-password")
+    db.close()
+    app = create_app(config).queue()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
+    try:
+        yield config, Client(app.local_url, verbose=False)
+    finally:
+        app.close()
+
+
+def test_admin_computes_and_reads_metrics_raters_cannot(served):
+    from gradio_client.exceptions import AppError
+
+    config, client = served
+    rita = client.predict("rita", "rita-password", api_name="/sign_in")[0]
+    with pytest.raises(AppError, match="needs an admin account"):
+        client.predict(rita, "efficientnet", "", "fid", "pooled", api_name="/compute_metrics")
+    admin = client.predict("admin", ADMIN_PASSWORD, api_name="/sign_in")[0]
+    status, table, plot, _ = client.predict(admin, "efficientnet", "", "fid", "pooled", api_name="/compute_metrics")
+    assert status.startswith("Computed")
+    rows = table["data"]
+    assert {row[3] for row in rows} >= {"fid", "kid", "precision", "recall", "density", "coverage", "label_fidelity",
+                                        "augmentation_utility", "diversity_ms_ssim", "memorisation"}
+    assert {row[0] for row in rows} == {100, 200}  # both checkpoints, by step
+    assert plot is not None
+    db = store.open_db(config.db_path)
+    try:
+        stored = metric_store.list_results(db, "efficientnet")
+    finally:
+        db.close()
+    assert len(stored) == len(rows)
+    assert all(r["preprocessing"].startswith("uint8 RGB") for r in stored)
+    assert len(list((config.data_dir / "features" / "efficientnet").rglob("*.npy"))) == 12 + 16  # every image once

@@ -1,0 +1,55 @@
+"""A study database with real and synthetic images (phantom frames, small) and an admin."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+ADMIN_PASSWORD = "admin-password-1"
+
+
+def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoints: int = 2) -> list[int]:
+    """Phantoms stored as real images (per label) and as synthetic images of ``checkpoints`` checkpoints."""
+    from generation.phantom import render_phantom
+    from review import store
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(name: str, label: str, seed: int) -> tuple[str, Path]:
+        path = folder / f"{name}.png"
+        render_phantom(label, seed, (64, 64)).image.save(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest(), path
+
+    for label in ("AD", "NonAD"):
+        for i in range(n_real):
+            sha, path = write(f"real-{label}-{i}", label, 1000 + i)
+            store.add_real_image(db, sha256=sha, label=label, path=str(path), width=64, height=64)
+    ids = []
+    for c in range(checkpoints):
+        cid = store.upsert_checkpoint(db, path=f"/ckpt/{c}", name=f"checkpoint-{(c + 1) * 100}", step=(c + 1) * 100,
+                                      stage=2, kind="pipeline", fingerprint=f"fp{c}")
+        ids.append(cid)
+        rows = []
+        for label in ("AD", "NonAD"):
+            for i in range(n_synthetic):
+                sha, path = write(f"syn-{c}-{label}-{i}", label, 5000 + 100 * c + i)
+                rows.append({"sha256": sha, "label": label, "path": str(path), "width": 64, "height": 64,
+                             "checkpoint_id": cid, "prompt": f"{label} polyp", "negative_prompt": "", "seed": i,
+                             "scheduler": "dpm++", "steps": 20, "guidance": 3.0, "seconds": 0.1})
+        store.add_synthetic_images(db, rows)
+    return ids
+
+
+@pytest.fixture
+def review_env(tmp_path):
+    """(db, data_dir, admin session, checkpoint ids) with 6 real per label and 3 synthetic per checkpoint x label."""
+    from review import store, studies
+
+    db = store.open_db(tmp_path / "study.db")
+    ids = add_images(db, tmp_path / "images")
+    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+    session = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+    yield db, tmp_path / "data", session, ids
+    db.close()

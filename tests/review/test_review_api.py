@@ -1,0 +1,125 @@
+"""The Review room through its HTTP API (gradio_client): 20 raters at once, and what a rater cannot reach."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+
+import pytest
+
+from appconfig import AppConfig
+from review import store, studies, study_setup, study_store
+from review.schedule import StudyDesign
+from tests.review.conftest import ADMIN_PASSWORD, add_images
+
+N_RATERS = 20
+SINGLE_ANSWER = ("synthetic", "4", "2", "AD", "3", ["colour"], "", None, None, None, None)
+
+
+@pytest.fixture(scope="module")
+def served_study(tmp_path_factory):
+    from gradio_client import Client
+
+    from app import create_app
+
+    tmp = tmp_path_factory.mktemp("review-api")
+    config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
+    db = store.open_db(config.db_path)
+    ids = add_images(db, tmp / "images")
+    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+    admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+    design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=2, real_per_label=4,
+                         ratings_per_image=10, repeats=1, attention_checks=1, size=64, seed=7)
+    raters = [study_setup.RaterSpec(f"rater{i:02d}", f"password-{i:02d}") for i in range(N_RATERS)]
+    created = study_setup.create_study(db, config.data_dir, admin, "concurrency", design, raters)
+    study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
+    study_setup.open_study(db, admin, created.study_id)
+    db.close()
+    app = create_app(config).queue(default_concurrency_limit=2)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
+    try:
+        yield config, created, app.local_url, Client
+    finally:
+        app.close()
+
+
+def _sign_in(client, user, password) -> str:
+    return client.predict(user, password, api_name="/sign_in")[0]
+
+
+def _rate_everything(url, Client, user, password, study_id) -> tuple[int, int]:
+    client = Client(url, verbose=False)
+    token = _sign_in(client, user, password)
+    reply = client.predict(token, study_id, api_name="/next_trial")
+    submitted = 0
+    while reply[2]:  # the trial id; empty when the rater is done
+        trial, key = reply[2], reply[3]
+        reply = client.predict(token, study_id, trial, key, *SINGLE_ANSWER, api_name="/submit_rating")
+        if submitted == 0:  # a retry of the same submit (dropped connection): must store nothing new
+            client.predict(token, study_id, trial, key, *SINGLE_ANSWER, api_name="/submit_rating")
+        submitted += 1
+    assert reply[0].startswith("### All done")
+    return submitted, int(reply[0].split("You rated ")[1].split()[0]) if "You rated" in reply[0] else -1
+
+
+def test_twenty_raters_at_once_store_every_rating_exactly_once(served_study):
+    config, created, url, Client = served_study
+    with concurrent.futures.ThreadPoolExecutor(N_RATERS) as pool:
+        futures = [pool.submit(_rate_everything, url, Client, f"rater{i:02d}", f"password-{i:02d}", created.study_id)
+                   for i in range(N_RATERS)]
+        results = [future.result(timeout=300) for future in futures]
+    db = store.open_db(config.db_path)
+    try:
+        per_rater = {row["username"]: (row["rated"], row["total"]) for row in study_store.study_progress(db, created.study_id)}
+        total_ratings = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
+        distinct = db.execute("SELECT count(DISTINCT trial_id) FROM ratings").fetchone()[0]
+    finally:
+        db.close()
+    submitted = sum(count for count, _ in results)
+    assert all(rated == total for rated, total in per_rater.values()), per_rater
+    assert total_ratings == distinct == submitted == sum(created.trials_per_rater.values())
+
+
+def test_a_rater_reaches_neither_other_raters_trials_nor_admin_endpoints(served_study):
+    from gradio_client.exceptions import AppError
+
+    config, created, url, Client = served_study
+    client = Client(url, verbose=False)
+    mine = _sign_in(client, "rater00", "password-00")
+    db = store.open_db(config.db_path)
+    try:
+        other = db.execute("SELECT trials.id FROM trials JOIN raters ON raters.id = trials.rater_id"
+                           " WHERE raters.username = 'rater01' ORDER BY position LIMIT 1").fetchone()[0]
+    finally:
+        db.close()
+    with pytest.raises(AppError, match="not in your schedule"):
+        client.predict(mine, created.study_id, str(other), "steal-attempt-1", *SINGLE_ANSWER, api_name="/submit_rating")
+    for endpoint, args in [("/export_ratings", (created.study_id,)), ("/study_progress", (created.study_id,)),
+                           ("/list_studies", ()), ("/audit_study", (created.study_id,)),
+                           ("/open_study", (created.study_id, "")), ("/close_study", (created.study_id,))]:
+        with pytest.raises(AppError, match="needs an admin account"):
+            client.predict(mine, *args, api_name=endpoint)
+    with pytest.raises(AppError, match="sign in"):
+        client.predict("forged-token", created.study_id, api_name="/next_trial")
+
+
+def test_a_trial_reply_names_no_source_label_or_checkpoint(served_study):
+    config, created, url, Client = served_study
+    client = Client(url, verbose=False)
+    db = store.open_db(config.db_path)
+    try:
+        studies_admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+        # a fresh rater added to a second study, so there is something left to show
+        design = StudyDesign(mode="pair", checkpoint_ids=(1, 2), images_per_cell=1, size=64, seed=1)
+        second = study_setup.create_study(db, config.data_dir, studies_admin, "leak check", design,
+                                          [study_setup.RaterSpec("leakcheck", "password-leak")])
+        study_store.set_study_audit(db, second.study_id, {"passed": True, "leaks": []})
+        study_setup.open_study(db, studies_admin, second.study_id)
+        forbidden = {row["source_path"] for row in study_store.study_images(db, second.study_id)}
+        forbidden |= {row["sha256"] for row in study_store.study_images(db, second.study_id)}
+    finally:
+        db.close()
+    token = _sign_in(client, "leakcheck", "password-leak")
+    reply = json.dumps(client.predict(token, second.study_id, api_name="/next_trial"))
+    for word in ["AD", "NonAD", "synthetic", "real-", "syn-", "checkpoint", "ckpt", *forbidden]:
+        assert word not in reply, word
