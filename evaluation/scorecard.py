@@ -91,7 +91,7 @@ def compute_scorecard(
     real = _features(real_rows, extractor, cache, settings)
     training = None
     if training_dir is not None:
-        loaded = load_images(training_dir, name="training_dir")
+        loaded = load_images(_training_files(Path(training_dir)), name="training_dir")
         training = _Set(loaded, features_for(loaded, extractor, cache, batch_size=settings.batch_size).features,
                         np.array([]))
     rows: list[dict] = []
@@ -102,6 +102,16 @@ def compute_scorecard(
     metric_store.save_results(db, rows)
     progress(1.0, "done")
     return rows
+
+
+def _training_files(folder: Path) -> list[Path]:
+    """A labelled folder's AD/ and NonAD/ images (not, e.g., a phantom set's masks/), else every image."""
+    from evaluation.images import list_image_files
+
+    labelled = [folder / label for label in LABELS if (folder / label).is_dir()]
+    if not labelled:
+        return list_image_files(folder, name="training_dir")
+    return [path for sub in labelled for path in list_image_files(sub, name="training_dir")]
 
 
 def _checkpoints_with_images(db, store, only: list[int] | None) -> list[dict]:
