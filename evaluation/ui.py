@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
 from PIL import Image
 
-from evaluation.scorecard import ALL_METRICS, SCOPES, NothingToEvaluate, ScorecardSettings, compute_scorecard
+from evaluation.cache import CacheError
+from evaluation.features import ExtractorUnavailable
+from evaluation.images import ImageSetError
+from evaluation.scorecard import (
+    ALL_METRICS,
+    SCOPES,
+    NothingToEvaluate,
+    ScorecardSettings,
+    compute_scorecard,
+)
+from generation.ui import user_errors_of
+from review.studies import ReviewError
 
 TABLE = ["step", "checkpoint", "scope", "metric", "value", "CI low", "CI high", "n real", "n fake", "extractor", "note", "computed"]
 LOWER_IS_BETTER = {"fid", "kid", "diversity_ms_ssim", "memorisation"}
 
 
-def user_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from evaluation.cache import CacheError
-        from evaluation.features import ExtractorUnavailable
-        from evaluation.images import ImageSetError
-        from review.studies import ReviewError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ReviewError, NothingToEvaluate, ExtractorUnavailable, ImageSetError, CacheError) as err:
-            raise gr.Error(str(err)) from err
-
-    return wrapper
+user_errors = user_errors_of(ReviewError, NothingToEvaluate, ExtractorUnavailable, ImageSetError, CacheError)
 
 
 def build(services, session) -> None:

@@ -20,23 +20,29 @@ PHANTOM_NOTE = (
 )
 
 
-def user_errors(fn):
-    """Turn domain errors into ``gr.Error`` so the user sees the message, not a traceback."""
+def user_errors_of(*errors: type[Exception]):
+    """A decorator turning the given domain errors into ``gr.Error``: the user sees the message, not a traceback."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as err:
-            raise gr.Error(str(err)) from err
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except errors as err:
+                raise gr.Error(str(err)) from err
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+user_errors = user_errors_of(*USER_ERRORS)
 
 
 def build(services) -> gr.Blocks:
     """The Generate tab as a Blocks, to be placed with ``.render()``."""
     book = load_prompts()
-    choices = _checkpoint_choices(services)
+    choices = checkpoint_choices(services)
     with gr.Blocks() as tab:
         gr.Markdown(PHANTOM_NOTE)
         with gr.Row():
@@ -70,12 +76,13 @@ def build(services) -> gr.Blocks:
             return [(row["path"], _caption(row)) for row in rows], [[row[c] for c in TABLE_COLUMNS] for row in rows]
 
         label.change(user_errors(book.default_prompt), inputs=label, outputs=prompt, api_name="default_prompt")
-        refresh.click(lambda: gr.Dropdown(choices=_checkpoint_choices(services)), outputs=checkpoint, api_name="list_checkpoints")
+        refresh.click(lambda: gr.Dropdown(choices=checkpoint_choices(services)), outputs=checkpoint, api_name="list_checkpoints")
         run.click(on_generate, [checkpoint, label, prompt, negative, count, seed, steps, guidance, sampler], [gallery, table], api_name="generate")
     return tab
 
 
-def _checkpoint_choices(services) -> list[tuple[str, str]]:
+def checkpoint_choices(services) -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint of the demo and the checkpoints folder, by step."""
     return [(info.label, str(info.path)) for info in services.checkpoints()]
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -291,8 +292,6 @@ def _rater_study(db, session, study_id, allow_closed: bool = False) -> tuple[Acc
 def _response_ms(shown_at: str | None) -> int | None:
     if shown_at is None:
         return None
-    from datetime import datetime
-
     shown = datetime.fromisoformat(shown_at.replace("Z", "+00:00"))
     return max(0, int((auth.now_utc() - shown).total_seconds() * 1000))
 

@@ -7,7 +7,6 @@ the HTTP API gives a rater nothing the page does not.
 
 from __future__ import annotations
 
-import functools
 import secrets
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from generation.errors import USER_ERRORS
+from generation.ui import checkpoint_choices, user_errors_of
 from review import studies, study_setup, study_store
 from review.auth import WeakPassword
 from review.design import DesignError, StudyDesign
@@ -69,17 +69,8 @@ if (!window.__polypKeys) {
 """
 
 
-def user_errors(fn):
-    """Domain errors become ``gr.Error`` (a visible message), never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ReviewError, DesignError, WeakPassword, DuplicateName, *USER_ERRORS) as err:
-            raise gr.Error(str(err)) from err
-
-    return wrapper
+# Domain errors become ``gr.Error`` (a visible message), never a traceback.
+user_errors = user_errors_of(ReviewError, DesignError, WeakPassword, DuplicateName, *USER_ERRORS)
 
 
 def build(services, more_tabs=()) -> gr.Blocks:
@@ -339,7 +330,7 @@ def _build_admin(services, session) -> None:
     @with_db
     def on_refresh(db, token):
         studies.require_admin(db, token)
-        return _studies_rows(db), gr.update(choices=_checkpoint_choices(services, db))
+        return _studies_rows(db), gr.update(choices=checkpoint_choices(services))
 
     @user_errors
     def on_create(token, *values, progress=gr.Progress()):
@@ -421,10 +412,6 @@ def _studies_rows(db) -> list[list]:
         rows.append([study["id"], study["name"], study["mode"], study["status"], len(progress),
                      sum(r["rated"] for r in progress), sum(r["total"] for r in progress), verdict])
     return rows
-
-
-def _checkpoint_choices(services, db) -> list[tuple[str, str]]:
-    return [(info.label, str(info.path)) for info in services.checkpoints()]
 
 
 def _id(value) -> int:

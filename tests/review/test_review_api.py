@@ -47,7 +47,7 @@ def _sign_in(client, user, password) -> str:
     return client.predict(user, password, api_name="/sign_in")[0]
 
 
-def _rate_everything(url, Client, user, password, study_id) -> tuple[int, int]:
+def _rate_everything(url, Client, user, password, study_id) -> int:
     client = Client(url, verbose=False)
     token = _sign_in(client, user, password)
     reply = client.predict(token, study_id, api_name="/next_trial")
@@ -59,7 +59,7 @@ def _rate_everything(url, Client, user, password, study_id) -> tuple[int, int]:
             client.predict(token, study_id, trial, key, *SINGLE_ANSWER, api_name="/submit_rating")
         submitted += 1
     assert reply[0].startswith("### All done")
-    return submitted, int(reply[0].split("You rated ")[1].split()[0]) if "You rated" in reply[0] else -1
+    return submitted
 
 
 def test_twenty_raters_at_once_store_every_rating_exactly_once(served_study):
@@ -75,7 +75,7 @@ def test_twenty_raters_at_once_store_every_rating_exactly_once(served_study):
         distinct = db.execute("SELECT count(DISTINCT trial_id) FROM ratings").fetchone()[0]
     finally:
         db.close()
-    submitted = sum(count for count, _ in results)
+    submitted = sum(results)
     assert all(rated == total for rated, total in per_rater.values()), per_rater
     assert total_ratings == distinct == submitted == sum(created.trials_per_rater.values())
 
