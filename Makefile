@@ -29,6 +29,12 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(PY) app.py
 
+# Conference kiosk: builds the embedded demo's pools if there are none (about 40 s on a 2-core CPU),
+# then serves the game (/) and the presenter view (/presenter). HOST=0.0.0.0 lets phones on the LAN play.
+kiosk: $(VENV)/.installed
+	$(PY) -m review.kiosk pools --if-missing
+	HOST=$(HOST) PORT=$(PORT) $(PY) app.py --kiosk
+
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 

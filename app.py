@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = build_config(argv)
+    if config.kiosk:
+        _serve_kiosk(config)
+        return
     app = create_app(config)
     print(f"PolypTuring serving at http://{config.host}:{config.port}", flush=True)
     app.queue(default_concurrency_limit=2).launch(
@@ -52,6 +55,20 @@ def main(argv: list[str] | None = None) -> None:
         # Generated and presented (study) images are served from the data folder, wherever that is.
         allowed_paths=[str(config.generated_dir), str(config.data_dir / "presented")],
     )
+
+
+def _serve_kiosk(config: AppConfig) -> None:
+    """The conference kiosk (``--kiosk``): a separate app with its own database; see ``review.kiosk_ui``."""
+    from review import kiosk_ui
+    from review.kiosk_pools import PoolsError
+
+    try:
+        kiosk = kiosk_ui.build(config)
+    except PoolsError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"PolypTuring kiosk at http://{config.host}:{config.port} (presenter view: /{kiosk_ui.PRESENTER_PATH}); "
+          f"games go to {config.kiosk_db_path}", flush=True)
+    kiosk.queue(default_concurrency_limit=4).launch(**kiosk_ui.launch_options(config))
 
 
 if __name__ == "__main__":

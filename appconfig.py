@@ -3,7 +3,8 @@
 Environment variables (flags win): ``POLYP_DATA_DIR`` (default ``./data`` in the project),
 ``POLYP_CHECKPOINTS`` (default ``DATA/checkpoints``), ``POLYP_DB`` (default ``DATA/polypturing.db``),
 ``POLYP_BASE`` (base pipeline for training outputs ``checkpoint-<N>/unet``),
-``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860).
+``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860),
+``POLYP_KIOSK_DB`` (default ``DATA/kiosk.db``), ``POLYP_KIOSK_IDLE`` (kiosk reset after seconds idle, default 75).
 """
 
 from __future__ import annotations
@@ -31,11 +32,19 @@ class AppConfig:
     demo_dir: Path = DEMO_DIR
     base: Path | None = None
     max_cached_pipelines: int = 2
+    kiosk: bool = False
+    kiosk_db: Path | None = None
+    kiosk_idle_s: float = 75.0
 
     @property
     def generated_dir(self) -> Path:
         """Where generated images are written, one folder per checkpoint fingerprint."""
         return self.data_dir / "generated"
+
+    @property
+    def kiosk_db_path(self) -> Path:
+        """The conference kiosk's own database (never the study database): ``kiosk_db`` or ``DATA/kiosk.db``."""
+        return self.kiosk_db or self.data_dir / "kiosk.db"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run models (env POLYP_DEVICE; default auto: cuda when present)")
     parser.add_argument("--host", help="address to serve on (env HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to serve on (env PORT; default 7860)")
+    parser.add_argument("--kiosk", action="store_true", help="serve the conference kiosk (spot the synthetic polyp) instead of the workbench")
+    parser.add_argument("--kiosk-db", type=Path, help="the kiosk's own database (env POLYP_KIOSK_DB; default DATA/kiosk.db)")
+    parser.add_argument("--kiosk-idle", type=float, help="kiosk: seconds without a touch before it returns to its start screen (env POLYP_KIOSK_IDLE; default 75)")
     return parser
 
 
@@ -81,7 +93,20 @@ def build_config(argv: list[str] | None = None, env: Mapping[str, str] | None = 
         base=Path(args.base or env["POLYP_BASE"]) if (args.base or env.get("POLYP_BASE")) else None,
         host=args.host or env.get("HOST", "127.0.0.1"),
         port=port,
+        kiosk=args.kiosk,
+        kiosk_db=Path(args.kiosk_db or env["POLYP_KIOSK_DB"]) if (args.kiosk_db or env.get("POLYP_KIOSK_DB")) else None,
+        kiosk_idle_s=_kiosk_idle(parser, args.kiosk_idle, env.get("POLYP_KIOSK_IDLE")),
     )
+
+
+def _kiosk_idle(parser: argparse.ArgumentParser, flag: float | None, text: str | None) -> float:
+    try:
+        seconds = flag if flag is not None else float(text or 75)
+    except ValueError:
+        parser.error(f"POLYP_KIOSK_IDLE must be a number of seconds, got {text!r}")
+    if not 1 <= seconds <= 3600:
+        parser.error(f"the kiosk's idle time must be between 1 and 3600 seconds, got {seconds:g}")
+    return float(seconds)
 
 
 def default_db_path(env: Mapping[str, str] | None = None) -> Path:

@@ -41,3 +41,20 @@ def test_base_pipeline_for_training_outputs():
     assert build_config([], env={}).base is None
     assert build_config([], env={"POLYP_BASE": "/sd"}).base == Path("/sd")
     assert build_config(["--base", "/other"], env={"POLYP_BASE": "/sd"}).base == Path("/other")
+
+
+def test_kiosk_flags_and_its_own_database():
+    config = build_config([], env={"POLYP_DATA_DIR": "/d"})
+    assert (config.kiosk, config.kiosk_db_path, config.kiosk_idle_s) == (False, Path("/d/kiosk.db"), 75.0)
+    assert config.kiosk_db_path != config.db_path
+    env = {"POLYP_KIOSK_DB": "/k.db", "POLYP_KIOSK_IDLE": "30"}
+    assert (build_config([], env=env).kiosk_db_path, build_config([], env=env).kiosk_idle_s) == (Path("/k.db"), 30.0)
+    flags = build_config(["--kiosk", "--kiosk-db", "/f.db", "--kiosk-idle", "2"], env=env)
+    assert (flags.kiosk, flags.kiosk_db_path, flags.kiosk_idle_s) == (True, Path("/f.db"), 2.0)
+
+
+@pytest.mark.parametrize("env", [{"POLYP_KIOSK_IDLE": "soon"}, {"POLYP_KIOSK_IDLE": "0"}])
+def test_bad_kiosk_idle_times_are_refused(env, capsys):
+    with pytest.raises(SystemExit):
+        build_config([], env=env)
+    assert "idle" in capsys.readouterr().err.lower()
