@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY := PASSIVE
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install install-dev kiosk demo-assets demo-data bench clean
+.PHONY: run test install install-dev kiosk demo-assets demo-data demo-analysis bench clean
 
 # torch first and pinned: pip then takes the local CPU wheel here (the CUDA build on a GPU machine)
 # instead of resolving a multi-GB CUDA torch for the text-encoder package.
@@ -49,10 +49,18 @@ demo-data: $(VENV)/.installed
 	$(PY) -m review.register --data data/demo-real
 	$(PY) -m generation.phantom --out data/demo-train --n 300 --seed 0
 
+# The Analysis tab on the demo: a single and a pair study filled by a seeded SIMULATED rater panel
+# (marked as simulated everywhere, never mixed with real studies) and the demo checkpoints' metrics.
+# About 4 minutes on a 2-core CPU.
+demo-analysis: demo-data
+	$(PY) -m review.simulate --mode both
+	$(PY) -m evaluation.scorecard --extractor efficientnet --training data/demo-train
+
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/generation.py
 	$(PY) benchmarks/review.py
 	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/embedding.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -20,7 +20,7 @@ TITLE = "PolypTuring"
 
 def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
     """The whole app as one Blocks: the account bar and the Rate and Studies tabs (``review.ui``),
-    then the Evaluate (``evaluation.ui``) and Generate (``generation.ui``) tabs."""
+    then the Evaluate and Analysis (``evaluation.ui``) and Generate (``generation.ui``) tabs."""
     from evaluation import ui as evaluation_ui
     from generation import ui as generation_ui
     from review import ui as review_ui
@@ -31,6 +31,7 @@ def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks
     generate_tab = generation_ui.build(services)
     body = review_ui.build(services, more_tabs=[
         ("Evaluate (admin)", lambda session: evaluation_ui.build(services, session)),
+        ("Analysis (admin)", lambda session: evaluation_ui.build_analysis(services, session)),
         ("Generate", lambda session: generate_tab.render()),
     ])
     with gr.Blocks(title=TITLE) as app:

@@ -246,3 +246,46 @@ def _minus(a, b):
 
 def _plus(a, b):
     return None if a is None or b is None else a + b
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evaluation.scorecard``: compute and store every metric of every checkpoint; exit status."""
+    import argparse
+    import sys
+
+    from appconfig import build_config
+    from evaluation.cache import CacheError, FeatureCache
+    from evaluation.features import EXTRACTORS, ExtractorUnavailable, get_extractor, resolve_device
+    from evaluation.images import ImageSetError
+    from review import store
+
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.scorecard",
+        description="Compute every metric (FID, KID, PRDC, diversity, label fidelity, augmentation utility, "
+                    "memorisation) for every checkpoint with stored synthetic images, against the registered real "
+                    "images, and store them in the study database (what the Evaluate tab's button does).")
+    parser.add_argument("--db", type=Path, help="study database (default: the app's, DATA/polypturing.db)")
+    parser.add_argument("--data-dir", type=Path, help="data folder holding the feature cache (default: the app's)")
+    parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default="inception", help="feature extractor")
+    parser.add_argument("--training", type=Path, help="the training images folder (AD/ and NonAD/), for memorisation")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the extractor")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    flags = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []), *(["--db", str(args.db)] if args.db else [])]
+    config = build_config(flags)
+    db = store.open_db(config.db_path)
+    try:
+        model = get_extractor(args.extractor, device=resolve_device(args.device))
+        rows = compute_scorecard(db, model, FeatureCache(config.data_dir / "features"), training_dir=args.training,
+                                 on_progress=lambda fraction, text: logger.info("%3.0f%% %s", 100 * fraction, text))
+    except (NothingToEvaluate, ExtractorUnavailable, ImageSetError, CacheError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+    print(f"stored {len(rows)} metric results ({args.extractor}) in {config.db_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

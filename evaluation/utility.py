@@ -33,6 +33,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from statsmodels.stats.proportion import proportion_confint
 
 from generation.labels import LABELS, validate_label
 
@@ -73,12 +74,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
         raise ValueError(f"successes={successes}, n={n}; expected n >= 1 and 0 <= successes <= n")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence={confidence}; expected a value in (0, 1)")
-    z = stats.norm.ppf(0.5 + confidence / 2.0)
-    p = successes / n
-    denominator = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    low, high = proportion_confint(successes, n, alpha=1.0 - confidence, method="wilson")
+    return (max(0.0, float(low)), min(1.0, float(high)))
 
 
 def check_features(features, name: str, dim: int | None = None) -> np.ndarray:

@@ -199,7 +199,7 @@ def next_item(db: sqlite_utils.Database, session: str, study_id: int) -> TrialVi
 
 
 def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int, answers: dict,
-           key: str) -> bool:
+           key: str, *, response_ms: int | None = None) -> bool:
     """Store a rater's answers to one of their trials, once.
 
     Args:
@@ -207,12 +207,16 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
             pathology_confidence, optional artifacts and comment. Pair mode: synthetic_choice,
             choice_confidence, pathology_left, pathology_right.
         key: The client's idempotency key for this submit (one per trial shown).
+        response_ms: Simulated accounts only (``review.simulate``): the response time to store
+            instead of the one measured from sending the trial. A real rater's time is always
+            measured by the server.
 
     Returns:
         True if stored now, False if this trial already had a rating (repeated submit).
 
     Raises:
-        Forbidden: If the trial is not this rater's (or not in this study).
+        Forbidden: If the trial is not this rater's (or not in this study), or ``response_ms``
+            is given for a real account.
         ReviewError: If an answer is missing or outside its allowed values.
     """
     who, study = _rater_study(db, session, study_id)
@@ -223,6 +227,12 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
         raise ReviewError("submit key must be 8-128 characters")
     clean = validate_answers(study["mode"], answers)
     clean["response_ms"] = _response_ms(trial["shown_at"])
+    if response_ms is not None:
+        if not who.simulated:
+            raise Forbidden("only a simulated rater's response time may be given; a real one is measured")
+        if isinstance(response_ms, bool) or not isinstance(response_ms, int) or response_ms < 0:
+            raise ReviewError(f"response_ms must be a non-negative integer, got {response_ms!r}")
+        clean["response_ms"] = response_ms
     stored, existing = study_store.insert_rating(db, trial["id"], who.id, key, clean)
     if not stored and existing["trial_id"] != trial["id"]:
         raise ReviewError("this submit key was already used for another trial")

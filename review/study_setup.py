@@ -166,8 +166,13 @@ def _study(db, study_id) -> dict:
 
 
 def _rater_id(db, spec: RaterSpec, simulated: bool) -> int:
+    """The rater's id, creating the account if new; simulated and real raters never share a study."""
     existing = study_store.get_rater_by_username(db, spec.username.strip())
     if existing is not None:
+        if bool(existing["simulated"]) != bool(simulated):
+            what, study = ("a simulated", "a real") if existing["simulated"] else ("a real", "a simulated")
+            raise ReviewError(f"{existing['username']!r} is {what} account and cannot rate in {study} study; "
+                              "simulated and real raters are never mixed: choose another username")
         return existing["id"]
     return create_account(db, spec.username, "rater", spec.password, simulated)
 

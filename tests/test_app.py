@@ -38,6 +38,7 @@ def test_every_event_has_an_explicit_api_name(served):
         "/list_studies", "/create_study", "/audit_study", "/open_study", "/close_study", "/study_progress",
         "/export_ratings",  # Studies (admin)
         "/compute_metrics", "/metric_results",  # Evaluate (admin)
+        "/analysis_studies", "/analyse_study", "/analysis_report",  # Analysis (admin)
     }
 
 
@@ -97,8 +98,11 @@ def test_bad_input_is_shown_as_an_error_and_stores_nothing(served, tiny_run, che
 
 def test_plain_modules_do_not_import_gradio():
     code = ("import sys; import evaluation.metrics, evaluation.scorecard, evaluation.utility, evaluation.memorisation, "
-            "evaluation.diversity, generation.sampling, generation.train, generation.library, review.store, "
+            "evaluation.diversity, evaluation.analysis, evaluation.outcomes, evaluation.concordance, evaluation.agreement, "
+            "evaluation.ranking, evaluation.embedding, evaluation.figures, evaluation.report, review.simulate, "
+            "generation.sampling, generation.train, generation.library, review.store, "
             "review.register, review.studies, review.study_setup, review.schedule, review.audit, review.presentation, "
-            "review.accounts, appconfig; assert 'gradio' not in sys.modules, 'gradio imported'")
+            "review.accounts, review.kiosk, review.kiosk_pools, review.kiosk_results, review.kiosk_store, appconfig; "
+            "assert 'gradio' not in sys.modules, 'gradio imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
