@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats import inter_rater
-from statsmodels.stats.proportion import proportion_confint
+
+from evaluation.utility import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -435,8 +436,8 @@ def intra_rater(pairs: pd.DataFrame, ordinal: bool = False, categories: Sequence
 
 def _rate_row(rater, passed: np.ndarray) -> dict:
     n, k = len(passed), int(passed.sum())
-    lo, hi = proportion_confint(k, n, alpha=1 - CONFIDENCE, method="wilson")
-    return {"rater": rater, "n": n, "passed": k, "rate": k / n, "ci_low": float(lo), "ci_high": float(hi)}
+    lo, hi = wilson_interval(k, n, CONFIDENCE)
+    return {"rater": rater, "n": n, "passed": k, "rate": k / n, "ci_low": lo, "ci_high": hi}
 
 
 def attention_pass_rates(df: pd.DataFrame) -> list[dict]:

@@ -52,6 +52,8 @@ class StudyAnalysis:
     images: pd.DataFrame
     image_links: list[dict]
     warnings: list[str] = field(default_factory=list)
+    n_boot: int = 300
+    seed: int = 0
 
     @property
     def simulated(self) -> bool:
@@ -76,6 +78,25 @@ def study_list(db) -> list[dict]:
     from review import study_store
 
     return sorted(study_store.list_studies(db), key=lambda s: -s["id"])
+
+
+def require_ratings(db, study_id) -> None:
+    """Fail early, before any feature is computed, for an unknown study or one without ratings.
+
+    Raises:
+        AnalysisError: Saying which.
+    """
+    from review import study_store
+
+    outcomes.ratings_frame(study_store.export_rows(db, _study(db, study_id)["id"]))
+
+
+def preferred_extractor(db, default: str = "efficientnet") -> str:
+    """The extractor of the most recently computed metric results (what the Evaluate tab last used)."""
+    from review.metric_store import list_results
+
+    rows = list_results(db)
+    return max(rows, key=lambda r: r["computed_at"])["extractor"] if rows else default
 
 
 def study_images(db, study_id: int, extractor, cache) -> StudyImages:
@@ -106,7 +127,7 @@ def study_images(db, study_id: int, extractor, cache) -> StudyImages:
     return StudyImages(table, got.features)
 
 
-def analyse_study(db, study_id: int, extractor: str = "inception", stratify: str = "none",
+def analyse_study(db, study_id: int, extractor: str = "efficientnet", stratify: str = "none",
                   images: StudyImages | None = None, n_boot: int = 300, seed: int = 0) -> StudyAnalysis:
     """Every statistic of one study.
 
@@ -146,7 +167,7 @@ def analyse_study(db, study_id: int, extractor: str = "inception", stratify: str
         if (frame["trial_kind"] == "attention").any() else [],
         ranking=ranked, ranking_note=ranking_note, metrics=metrics,
         correlations=_correlations(frame, metrics, n_boot, seed), images=per_image, image_links=links,
-        warnings=warnings)
+        warnings=warnings, n_boot=n_boot, seed=seed)
 
 
 def embedding_points(images: StudyImages, frame: pd.DataFrame | None, method: str, seed: int = 0):
@@ -179,11 +200,28 @@ def _study(db, study_id) -> dict:
 
 
 def _metric_rows(db, frame: pd.DataFrame, extractor: str) -> list[dict]:
+    """The study checkpoints' metric results for one extractor, each with its checkpoint's ``group``
+    label; diversity (stored per pathology) gets a pooled row: the mean of its AD and NonAD values."""
     from review.metric_store import list_results
 
-    names = set(frame.loc[frame["image_source"] == "synthetic", "checkpoint_name"])
-    return [row for row in list_results(db) if row["checkpoint_name"] in names
-            and (row["extractor"] == extractor or row["metric"] == "diversity_ms_ssim")]
+    labels = outcomes.checkpoint_labels(frame)
+    rows = [dict(row, group=labels[row["checkpoint_id"]]) for row in list_results(db, extractor)
+            if row["checkpoint_id"] in labels]
+    pooled = {(r["checkpoint_id"], r["metric"]) for r in rows if r["scope"] == "pooled"}
+    for (checkpoint_id, metric), parts in _by_key(r for r in rows if r["scope"] != "pooled").items():
+        values = [r["value"] for r in parts if r["value"] is not None]
+        if (checkpoint_id, metric) not in pooled and len(values) == len(parts) == 2:
+            rows.append(dict(parts[0], scope="pooled", value=float(np.mean(values)), ci_low=None, ci_high=None,
+                             n_fake=sum(r["n_fake"] for r in parts),
+                             details={"pooled_as": "mean of the AD and NonAD values"}))
+    return rows
+
+
+def _by_key(rows) -> dict:
+    grouped: dict = {}
+    for row in rows:
+        grouped.setdefault((row["checkpoint_id"], row["metric"]), []).append(row)
+    return grouped
 
 
 def _agreement(frame: pd.DataFrame, stratify: str, n_boot: int, seed: int) -> list[dict]:
@@ -232,11 +270,11 @@ def _correlations(frame: pd.DataFrame, metrics: list[dict], n_boot: int, seed: i
         data = concordance.OutcomeData(frame, outcome)
         draws = data.bootstrap(n_boot, seed) if len(data.checkpoints) >= concordance.MIN_CHECKPOINTS else None
         for metric in concordance.METRICS:
-            values = {r["checkpoint_name"]: r["value"] for r in metrics if r["metric"] == metric and r["scope"] == "pooled"}
+            values = {r["group"]: r["value"] for r in metrics if r["metric"] == metric and r["scope"] == "pooled"}
             if not values:
                 continue
             rows.append({"metric": metric, **concordance.correlate(values, data, draws)})
-    return rows
+    return concordance.adjust_for_multiplicity(rows)
 
 
 def _image_links(frame: pd.DataFrame, images: StudyImages | None, n_boot: int, seed: int):

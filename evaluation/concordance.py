@@ -111,8 +111,9 @@ def correlate(metric_values: dict[str, float], data: OutcomeData, draws: pd.Data
 
     Returns:
         ``outcome, n_checkpoints, spearman, spearman_p, spearman_low, spearman_high, kendall,
-        kendall_p, kendall_low, kendall_high, conclusive`` (True only when a p-value < 0.05 was
-        possible and reached), ``note``, and the paired ``points`` ``[(checkpoint, metric, outcome)]``.
+        kendall_p, kendall_low, kendall_high, conclusive`` (Spearman's p < 0.05, for this one
+        comparison: ``adjust_for_multiplicity`` corrects a table of them), ``note``, and the paired
+        ``points`` ``[(checkpoint, metric, outcome)]``.
     """
     observed = data.per_checkpoint()
     names = sorted(name for name in observed if _finite(metric_values.get(name)))
@@ -135,9 +136,27 @@ def correlate(metric_values: dict[str, float], data: OutcomeData, draws: pd.Data
     if draws is not None:
         for key, low_high in _intervals(x, draws[names].to_numpy(float)).items():
             result[f"{key}_low"], result[f"{key}_high"] = low_high
-    result["conclusive"] = bool(min(result["spearman_p"], result["kendall_p"]) < 0.05)
+    result["conclusive"] = bool(result["spearman_p"] < 0.05)
     result["note"] = _note(len(names), result)
     return result
+
+
+def adjust_for_multiplicity(rows: list[dict]) -> list[dict]:
+    """Holm-adjust the Spearman p-values of a table of correlations (``spearman_p_holm``); a row
+    stays ``conclusive`` only if its adjusted p is below 0.05."""
+    from statsmodels.stats.multitest import multipletests
+
+    tested = [row for row in rows if row.get("spearman_p") is not None]
+    for row in rows:
+        row["spearman_p_holm"] = None
+    if tested:
+        adjusted = multipletests([row["spearman_p"] for row in tested], method="holm")[1]
+        for row, p in zip(tested, adjusted):
+            row["spearman_p_holm"] = float(p)
+            if row["conclusive"] and p >= 0.05:
+                row["conclusive"] = False
+                row["note"] += f"; not significant after Holm's correction for {len(tested)} comparisons (p {p:.3f})"
+    return rows
 
 
 def image_scores(real_features: np.ndarray, real_labels: list[str], fake_features: np.ndarray,

@@ -25,23 +25,22 @@ SIMULATED_TAG = " [SIMULATED PANEL]"
 def outcome_figure(analysis) -> go.Figure:
     """Single mode: share judged real per group (Wilson CI); pair mode: 2AFC accuracy (exact CI)."""
     single = analysis.study["mode"] == "single"
-    key, low, high = ("judged_real", "judged_real_low", "judged_real_high") if single else (
-        "accuracy_2afc", "accuracy_low", "accuracy_high")
+    key = "judged_real" if single else "accuracy_2afc"
+    prefix = "judged_real" if single else "accuracy"
     figure = go.Figure()
     for name, rows, colour in _series(analysis):
         rows = [r for r in rows if r[key] is not None]
         figure.add_trace(go.Scatter(
             x=[r["group"] for r in rows], y=[r[key] for r in rows], mode="markers", name=name,
-            marker={"color": colour, "size": 10},
-            error_y={"type": "data", "symmetric": False, "array": [r[high] - r[key] for r in rows],
-                     "arrayminus": [r[key] - r[low] for r in rows]},
+            marker={"color": colour, "size": 10}, error_y=_error_bars(rows, key, prefix),
             hovertemplate="%{x}<br>%{y:.2f}<br>%{text}<extra>" + name + "</extra>",
             text=[f"n ratings {r['n_ratings']}, images {r['n_images']}, raters {r['n_raters']}" for r in rows]))
     if single:
-        title, axis = "Judged real (synthetic groups: fooling rate), 95 % Wilson CI", "share judged real"
+        title, axis = "Judged real (synthetic groups: fooling rate)", "share judged real"
     else:
-        title, axis = "Two-alternative accuracy (synthetic image found), 95 % exact CI; 0.5 = chance", "accuracy"
+        title, axis = "Two-alternative accuracy (synthetic image found); 0.5 = chance", "accuracy"
         figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
+    title += "<br><sup>95 % CI: bootstrap over raters and images (the tables also give Wilson / exact intervals)</sup>"
     return _layout(figure, analysis, title, "group (checkpoints by training step)", axis, y_range=(0, 1))
 
 
@@ -55,7 +54,9 @@ def realism_figure(analysis) -> go.Figure:
         figure.add_trace(go.Bar(x=[r["group"] for r in rows], y=[r[f"realism_{score}"] / t for r, t in zip(rows, totals)],
                                 name=f"realism {score}", marker={"color": _realism_colour(score)}))
     figure.update_layout(barmode="stack")
-    return _layout(figure, analysis, "Realism scores per group (share of ratings)", "group", "share", y_range=(0, 1))
+    stratum = "" if analysis.stratify == "none" else f" (raters: {_first_stratum(analysis)}; stratum 'none' for all)"
+    return _layout(figure, analysis, f"Realism scores per group (share of ratings){stratum}", "group", "share",
+                   y_range=(0, 1))
 
 
 def pathology_figure(analysis) -> go.Figure:
@@ -66,19 +67,18 @@ def pathology_figure(analysis) -> go.Figure:
         figure.add_trace(go.Scatter(
             x=[r["group"] for r in rows], y=[r["pathology_accuracy"] for r in rows], mode="markers", name=name,
             marker={"color": colour, "size": 10, "symbol": "diamond"},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [r["pathology_high"] - r["pathology_accuracy"] for r in rows],
-                     "arrayminus": [r["pathology_accuracy"] - r["pathology_low"] for r in rows]},
+            error_y=_error_bars(rows, "pathology_accuracy", "pathology"),
             text=[f"called {r['pathology_called']}, cannot tell {r['pathology_cannot_tell']}, AUC "
                   f"{_fmt(r['pathology_auc'])} [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" for r in rows],
             hovertemplate="%{x}<br>accuracy %{y:.2f}<br>%{text}<extra>" + name + "</extra>"))
-    return _layout(figure, analysis, "Experts' pathology accuracy, real vs synthetic (95 % Wilson CI)",
+    return _layout(figure, analysis, "Experts' pathology accuracy, real vs synthetic<br><sup>95 % CI: bootstrap "
+                   "over raters and images</sup>",
                    "group", "accuracy of AD / NonAD calls", y_range=(0, 1))
 
 
 def scatter_figure(correlation: dict, metric_rows: list[dict], analysis) -> go.Figure:
     """Checkpoints: a metric (x, with its CI) against an expert outcome (y), with rho and tau."""
-    ci = {r["checkpoint_name"]: r for r in metric_rows if r["metric"] == correlation["metric"] and r["scope"] == "pooled"}
+    ci = {r["group"]: r for r in metric_rows if r["metric"] == correlation["metric"] and r["scope"] == "pooled"}
     points = correlation["points"]
     figure = go.Figure(go.Scatter(
         x=[p[1] for p in points], y=[p[2] for p in points], mode="markers+text", text=[p[0] for p in points],
@@ -133,8 +133,8 @@ def ranking_figure(analysis) -> go.Figure:
     figure = go.Figure(go.Scatter(
         x=[r["strength"] for r in rows], y=[f"{r['checkpoint']} (rank {r['rank_label']})" for r in rows],
         mode="markers", marker={"size": 11, "color": "#117a65"},
-        error_x={"type": "data", "symmetric": False, "array": [r["ci_high"] - r["strength"] for r in rows],
-                 "arrayminus": [r["strength"] - r["ci_low"] for r in rows]},
+        error_x={"type": "data", "symmetric": False, "array": [_gap(r["ci_high"], r["strength"]) for r in rows],
+                 "arrayminus": [_gap(r["strength"], r["ci_low"]) for r in rows]},
         text=[f"P(fools a rater) {r['p_fool']:.2f}, {r['fooled']}/{r['n_trials']} trials" for r in rows],
         hovertemplate="%{y}<br>strength %{x:.2f}<br>%{text}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot", annotation_text="as convincing as real")
@@ -144,9 +144,11 @@ def ranking_figure(analysis) -> go.Figure:
 
 def agreement_figure(analysis) -> go.Figure:
     """Forest plot of the agreement statistics per question (bootstrap CIs over items)."""
-    rows = [r for r in analysis.agreement if r["value"] is not None and r["stratum"] == _first_stratum(analysis)]
+    rows = [r for r in analysis.agreement if r["value"] is not None]
+    stratified = analysis.stratify != "none"
     figure = go.Figure(go.Scatter(
-        x=[r["value"] for r in rows], y=[f"{r['question']} · {r['statistic']}" for r in rows], mode="markers",
+        x=[r["value"] for r in rows], mode="markers",
+        y=[(f"{r['stratum']} · " if stratified else "") + f"{r['question']} · {r['statistic']}" for r in rows],
         marker={"size": 10, "color": "#2e4053"},
         error_x={"type": "data", "symmetric": False,
                  "array": [(r["ci_high"] if r["ci_high"] is not None else r["value"]) - r["value"] for r in rows],
@@ -166,6 +168,17 @@ def _series(analysis):
     strata = sorted({r["stratum"] for r in rows})
     return [(stratum, [r for r in rows if r["stratum"] == stratum and r["scope"] == "pooled"],
              STRATUM_COLOURS[i % len(STRATUM_COLOURS)]) for i, stratum in enumerate(strata)]
+
+
+def _error_bars(rows: list[dict], key: str, prefix: str) -> dict:
+    """Asymmetric error bars from the cluster bootstrap interval, or the Wilson/exact one without it."""
+    def bounds(r):
+        if r.get(f"{prefix}_boot_low") is not None:
+            return r[f"{prefix}_boot_low"], r[f"{prefix}_boot_high"]
+        return r[f"{prefix}_low"], r[f"{prefix}_high"]
+
+    return {"type": "data", "symmetric": False, "array": [_gap(bounds(r)[1], r[key]) for r in rows],
+            "arrayminus": [_gap(r[key], bounds(r)[0]) for r in rows]}
 
 
 def _first_stratum(analysis) -> str:

@@ -36,7 +36,7 @@ STRATA: dict[str, str | None] = {
 EXPERIENCE_BANDS: tuple[str, ...] = ("<5 years", "5-14 years", ">=15 years", "not given")
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "mode", "rater", "trial_id", "trial_kind", "position", "repeat_of", "side", "synthetic_side", "image_sha256",
-    "image_source", "image_label", "checkpoint_name", "checkpoint_step", "real_or_synthetic", "source_confidence",
+    "image_source", "image_label", "checkpoint_id", "checkpoint_name", "checkpoint_step", "real_or_synthetic", "source_confidence",
     "realism", "pathology", "pathology_confidence", "synthetic_choice", "choice_confidence", "pathology_left",
     "pathology_right", "response_ms", "rater_specialty", "rater_years_practice", "rater_colonoscopies",
 )
@@ -70,7 +70,7 @@ def ratings_frame(rows: list[dict]) -> pd.DataFrame:
         raise AnalysisError(f"one study at a time: modes {sorted(modes)} found, expected one of single, pair")
     single = frame["mode"].iloc[0] == "single"
     source = frame["image_source"]
-    frame["group"] = np.where(source == "synthetic", frame["checkpoint_name"].astype(object), source)
+    frame["group"] = np.where(source == "synthetic", frame["checkpoint_id"].map(checkpoint_labels(frame)), source)
     if single:
         frame["judged_real"] = (frame["real_or_synthetic"] == "real").astype(float)
         frame["correct_source"] = (frame["real_or_synthetic"] == source).astype(float)
@@ -91,6 +91,15 @@ def ratings_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def checkpoint_labels(frame: pd.DataFrame) -> dict:
+    """``{checkpoint_id: group label}``: the checkpoint's name, with ``(#id)`` added where two
+    checkpoints of the study share a name (e.g. retrained into the same folder)."""
+    synthetic = frame.loc[frame["image_source"] == "synthetic", ["checkpoint_id", "checkpoint_name"]].drop_duplicates()
+    clash = synthetic["checkpoint_name"].duplicated(keep=False)
+    return {cid: f"{name} (#{cid})" if twice else str(name)
+            for cid, name, twice in zip(synthetic["checkpoint_id"], synthetic["checkpoint_name"], clash)}
+
+
 def outcome_table(frame: pd.DataFrame, stratify: str = "none", seed: int = 0, n_boot: int = 200) -> list[dict]:
     """Expert outcomes per (stratum, group, scope): one dict per row, ``None`` where not applicable.
 
@@ -103,7 +112,9 @@ def outcome_table(frame: pd.DataFrame, stratify: str = "none", seed: int = 0, n_
     Returns:
         Rows with ``stratum, group, checkpoint_step, scope, n_ratings, n_images, n_raters,
         judged_real, judged_real_low, judged_real_high`` (single mode), ``accuracy_2afc, accuracy_low,
-        accuracy_high, p_vs_chance`` (pair mode, synthetic groups), ``realism_mean`` and
+        accuracy_high, p_vs_chance`` (pair mode, synthetic groups); ``*_low``/``*_high`` are Wilson or
+        exact intervals that treat ratings as independent, ``*_boot_low``/``*_boot_high`` the two-way
+        (raters x images) cluster bootstrap intervals that do not; ``realism_mean`` and
         ``realism_1`` ... ``realism_5`` (single mode), ``pathology_called, pathology_cannot_tell,
         pathology_accuracy, pathology_low, pathology_high, pathology_auc, auc_low, auc_high`` and
         ``response_ms_median, response_ms_q1, response_ms_q3``.
@@ -168,6 +179,9 @@ def repeat_pairs(frame: pd.DataFrame, answer: str) -> pd.DataFrame:
             or ``judged_real``. For pairs the left/right sides are swapped on the repeat, so compare
             image-level columns (``judged_real``, ``pathology_call``) of the same image.
     """
+    if frame["mode"].iloc[0] == "pair" and answer == "judged_real":
+        # Both images of a pair carry the same choice, mirrored: compare it once, on the synthetic image.
+        frame = frame[frame["image_source"] == "synthetic"]
     repeats = frame[frame["trial_kind"] == "repeat"]
     originals = frame[frame["trial_kind"] != "repeat"]
     merged = repeats.merge(originals, left_on=["rater", "repeat_of", "image_sha256"],
@@ -209,11 +223,14 @@ def _outcomes(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict
                  "n_raters": int(rows["rater"].nunique())}
     out.update(dict.fromkeys(("judged_real", "judged_real_low", "judged_real_high", "accuracy_2afc", "accuracy_low",
                               "accuracy_high", "p_vs_chance", "realism_mean", *[f"realism_{k}" for k in range(1, 6)])))
+    out.update(dict.fromkeys(("judged_real_boot_low", "judged_real_boot_high", "accuracy_boot_low", "accuracy_boot_high",
+                              "pathology_boot_low", "pathology_boot_high")))
     judged = rows["judged_real"]
     if single:
         k, n = int(judged.sum()), len(judged)
         out["judged_real"] = k / n
         out["judged_real_low"], out["judged_real_high"] = wilson_interval(k, n)
+        out["judged_real_boot_low"], out["judged_real_boot_high"] = _cluster_interval(rows, judged, rng, n_boot)
         realism = pd.to_numeric(rows["realism"], errors="coerce").dropna()
         if len(realism):
             out["realism_mean"] = float(realism.mean())
@@ -226,7 +243,9 @@ def _outcomes(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict
         interval = test.proportion_ci(confidence_level=0.95, method="exact")
         out.update(accuracy_2afc=k / n, accuracy_low=float(interval.low), accuracy_high=float(interval.high),
                    p_vs_chance=float(test.pvalue))
+        out["accuracy_boot_low"], out["accuracy_boot_high"] = _cluster_interval(rows, correct, rng, n_boot)
     out.update(_pathology(rows, rng, n_boot))
+    out.update(_mask_fit(rows))
     times = pd.to_numeric(rows.drop_duplicates("trial_id")["response_ms"], errors="coerce").dropna()
     out.update(response_ms_median=_quantile(times, 0.5), response_ms_q1=_quantile(times, 0.25),
                response_ms_q3=_quantile(times, 0.75))
@@ -243,6 +262,8 @@ def _pathology(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dic
         k = int(called.sum())
         out["pathology_accuracy"] = k / len(called)
         out["pathology_low"], out["pathology_high"] = wilson_interval(k, len(called))
+        out["pathology_boot_low"], out["pathology_boot_high"] = _cluster_interval(
+            rows.loc[called.index], called, rng, n_boot)
     truth = (labelled["image_label"] == "AD").to_numpy(int)
     score = labelled["pathology_score"].to_numpy(float)
     if len(set(truth)) == 2:
@@ -254,6 +275,42 @@ def _pathology(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dic
                 draws.append(roc_auc_score(truth[pick], score[pick]))
         if draws:
             out["auc_low"], out["auc_high"] = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+    return out
+
+
+def _cluster_interval(rows: pd.DataFrame, values: pd.Series, rng: np.random.Generator,
+                      n_boot: int) -> tuple[float | None, float | None]:
+    """95 % percentile interval of a mean when raters and images are both resampled.
+
+    Ratings by the same rater, or of the same image, are not independent: this two-way cluster
+    bootstrap widens the interval accordingly, where Wilson and Clopper-Pearson assume
+    independent ratings. None with fewer than 2 raters and 2 images.
+    """
+    raters, rater_code = np.unique(rows["rater"].to_numpy(str), return_inverse=True)
+    images, image_code = np.unique(rows["image_sha256"].to_numpy(str), return_inverse=True)
+    if len(raters) < 2 and len(images) < 2:
+        return None, None
+    x = values.to_numpy(float)
+    draws = []
+    for _ in range(n_boot):
+        weight = (np.bincount(rng.integers(0, len(raters), len(raters)), minlength=len(raters))[rater_code]
+                  * np.bincount(rng.integers(0, len(images), len(images)), minlength=len(images))[image_code])
+        if weight.sum() > 0:
+            draws.append(float(weight @ x / weight.sum()))
+    if len(draws) < 10:
+        return None, None
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _mask_fit(rows: pd.DataFrame) -> dict:
+    """Studies that outline masks: share of "fits" answers (Wilson CI) and of "partly"."""
+    out = dict.fromkeys(("mask_fits", "mask_fits_low", "mask_fits_high", "mask_partly"))
+    answers = rows["mask_fit"].dropna() if "mask_fit" in rows else pd.Series(dtype=object)
+    if len(answers):
+        k = int((answers == "fits").sum())
+        out["mask_fits"], out["mask_partly"] = k / len(answers), float((answers == "partly").mean())
+        out["mask_fits_low"], out["mask_fits_high"] = wilson_interval(k, len(answers))
     return out
 
 

@@ -153,8 +153,10 @@ def _rank_labels(strength: np.ndarray, lo: list, hi: list) -> tuple[np.ndarray, 
         if lo[i] is None:
             labels.append(str(rank[i]))
             continue
+        # Equal strengths (e.g. identical data: rounding differs in the last digit) count as overlapping.
         overlap = [rank[j] for j in range(len(strength))
-                   if j == i or (lo[j] is not None and lo[j] <= hi[i] and lo[i] <= hi[j])]
+                   if j == i or np.isclose(strength[i], strength[j], rtol=1e-9, atol=1e-9)
+                   or (lo[j] is not None and lo[j] <= hi[i] + 1e-9 and lo[i] <= hi[j] + 1e-9)]
         a, b = min(overlap), max(overlap)
         labels.append(str(a) if a == b else f"{a}-{b}")
     return rank, labels

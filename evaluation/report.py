@@ -46,7 +46,7 @@ table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}td,th{border:
 
 def tables(analysis, points: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The tidy tables: ``ratings``, ``images``, ``metrics``, ``checkpoints``, ``outcomes``,
-    ``agreement``, ``intra_rater``, ``attention``, ``correlations``, ``ranking``."""
+    ``agreement``, ``intra_rater``, ``attention``, ``correlations``, ``ranking``, ``image_links``."""
     study = {"study_id": analysis.study["id"], "study_simulated": int(bool(analysis.study.get("simulated")))}
     frame = analysis.frame
     ratings = frame.drop(columns=[c for c in ("study_simulated", "study_id") if c in frame.columns])
@@ -61,6 +61,7 @@ def tables(analysis, points: pd.DataFrame | None = None) -> dict[str, pd.DataFra
         "attention": pd.DataFrame(analysis.attention),
         "correlations": pd.DataFrame([{k: v for k, v in r.items() if k != "points"} for r in analysis.correlations]),
         "ranking": pd.DataFrame(analysis.ranking),
+        "image_links": pd.DataFrame(analysis.image_links),
     }
     return {name: _stamp(table, study) for name, table in out.items()}
 
@@ -141,7 +142,8 @@ def _images(analysis, points: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _checkpoints(analysis) -> pd.DataFrame:
-    overall = analysis.outcomes if analysis.stratify == "none" else outcome_table(analysis.frame, "none")
+    overall = analysis.outcomes if analysis.stratify == "none" else outcome_table(
+        analysis.frame, "none", seed=analysis.seed, n_boot=analysis.n_boot)
     rows = {r["group"]: {"checkpoint_name": r["group"], "checkpoint_step": r["checkpoint_step"],
                          **{k: v for k, v in r.items() if k not in ("stratum", "group", "checkpoint_step", "scope")}}
             for r in overall if r["scope"] == "pooled" and r["group"] != "real"}
@@ -154,8 +156,8 @@ def _checkpoints(analysis) -> pd.DataFrame:
             rows[rank["checkpoint"]].update(bt_strength=rank["strength"], bt_low=rank["ci_low"],
                                             bt_high=rank["ci_high"], bt_rank=rank["rank_label"])
     for metric in analysis.metrics:
-        if metric["scope"] == "pooled" and metric["checkpoint_name"] in rows:
-            rows[metric["checkpoint_name"]][f"metric_{metric['metric']}"] = metric["value"]
+        if metric["scope"] == "pooled" and metric["group"] in rows:
+            rows[metric["group"]][f"metric_{metric['metric']}"] = metric["value"]
     return pd.DataFrame(list(rows.values()))
 
 
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     from contextlib import closing
 
     from appconfig import build_config
-    from evaluation.analysis import analyse_study, embedding_points, study_images
+    from evaluation.analysis import analyse_study, embedding_points, require_ratings, study_images
     from evaluation.cache import CacheError, FeatureCache
     from evaluation.embedding import METHODS, EmbeddingError
     from evaluation.features import EXTRACTORS, ExtractorUnavailable, get_extractor, resolve_device
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(flags)
     try:
         with closing(store.open_db(config.db_path)) as db:
+            require_ratings(db, args.study)
             model = get_extractor(args.extractor, device=resolve_device(args.device))
             images = study_images(db, args.study, model, FeatureCache(config.data_dir / "features"))
             analysis = analyse_study(db, args.study, args.extractor, args.stratify, images)

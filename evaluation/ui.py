@@ -163,7 +163,8 @@ HOVER_BOX = ("<div id='analysis-hover' style='min-height:120px'><img alt='hovere
 OUTCOME_COLUMNS = ["stratum", "group", "checkpoint_step", "scope", "n_ratings", "n_images", "n_raters", "judged_real",
                    "judged_real_low", "judged_real_high", "accuracy_2afc", "accuracy_low", "accuracy_high",
                    "p_vs_chance", "realism_mean", "pathology_accuracy", "pathology_low", "pathology_high",
-                   "pathology_auc", "auc_low", "auc_high", "pathology_cannot_tell", "response_ms_median"]
+                   "pathology_auc", "auc_low", "auc_high", "pathology_cannot_tell", "mask_fits", "mask_fits_low",
+                   "mask_fits_high", "response_ms_median"]
 
 
 def build_analysis(services, session) -> None:
@@ -217,27 +218,30 @@ def build_analysis(services, session) -> None:
 
     @user_errors
     def on_studies(token):
-        from evaluation.analysis import study_list
+        from evaluation.analysis import preferred_extractor, study_list
         from review.studies import Forbidden, NotSignedIn, require_admin
 
         with closing(services.db()) as db:
             try:
                 require_admin(db, token)
             except (Forbidden, NotSignedIn):
-                return gr.update(choices=[], value=None)
+                return gr.update(choices=[], value=None), gr.update()
             choices = [(_study_label(s), s["id"]) for s in study_list(db)]
-        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+            chosen = preferred_extractor(db)
+        return (gr.update(choices=choices, value=choices[0][1] if choices else None),
+                gr.update(value=chosen if chosen in ("efficientnet", "inception") else "efficientnet"))
 
     @user_errors
     def on_analyse(token, study_id, extractor_name, stratify_by, method_name, metric_name, outcome_name,
                    progress=gr.Progress()):
-        from evaluation.analysis import analyse_study, embedding_points, study_images
+        from evaluation.analysis import analyse_study, embedding_points, require_ratings, study_images
         from evaluation.cache import FeatureCache
         from evaluation.features import get_extractor, resolve_device
         from review.studies import require_admin
 
         with closing(services.db()) as db:
             require_admin(db, token)
+            require_ratings(db, study_id)
             progress(0.1, desc=f"features ({extractor_name})")
             model = get_extractor(extractor_name, device=resolve_device(services.config.device))
             images = study_images(db, study_id, model, FeatureCache(services.config.data_dir / "features"))
@@ -283,7 +287,7 @@ def build_analysis(services, session) -> None:
         bundle, report = write_bundle(view["analysis"], figures, folder, view["points"])
         return [str(bundle), str(report)]
 
-    session.change(on_studies, session, study, api_name="analysis_studies")
+    session.change(on_studies, session, [study, extractor], api_name="analysis_studies")
     analyse.click(on_analyse, [session, study, extractor, stratify, method, metric, outcome],
                   [banner, state, outcome_plot, realism_plot, pathology_plot, outcome_table, gap_table, agreement_plot,
                    agreement_table, intra_table, attention_table, metric, scatter, correlation_table, links_table,

@@ -337,7 +337,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     pools.add_argument("--study", type=int, action="append", default=[], metavar="ID",
                        help="use the checkpoints of this study (repeatable)")
     pools.add_argument("--per-label", type=int, default=12, help="synthetic images per checkpoint and pathology (default 12)")
-    pools.add_argument("--real-per-label", type=int, default=100, help="real images per pathology, at most (default 100)")
+    pools.add_argument("--real-per-label", type=int, default=None,
+                       help="real images per pathology, at most (default: as many as synthetic images per pathology, "
+                            "so no image comes back more often than another across games)")
     pools.add_argument("--size", type=int, default=None, help="presentation size in px (default: the smallest native side, 64-512)")
     pools.add_argument("--seed", type=int, default=0, help="seed of generation and sampling (default 0)")
     pools.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to generate (default auto: cuda when present)")
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "hide":
             db = kiosk_store.open_kiosk_db(config.kiosk_db_path)
             try:
-                hidden = kiosk_store.hide_nickname(db, args.nickname)
+                hidden = kiosk_store.hide_nickname(db, clean_nickname(args.nickname) or "")
             finally:
                 db.close()
             print(f"{hidden} game(s) named {args.nickname!r} taken off the leaderboard")

@@ -40,7 +40,6 @@ MANIFEST = "manifest.json"
 FORMAT = 1
 AUTO_SIZE_RANGE = (64, 512)
 DEFAULT_PER_LABEL = 12
-DEFAULT_REAL_PER_LABEL = 100
 
 
 class PoolsError(ValueError):
@@ -192,7 +191,7 @@ def write_pools(directory: Path, real: list[dict], synthetic: list[dict], size: 
 
 
 def build_pools(services, checkpoint_paths: list[str] = (), per_label: int = DEFAULT_PER_LABEL, seed: int = 0,
-                size: int | None = None, real_per_label: int = DEFAULT_REAL_PER_LABEL,
+                size: int | None = None, real_per_label: int | None = None,
                 checkpoint_ids: list[int] = (), generate: bool = True) -> Pools:
     """Make the kiosk pools of some checkpoints from the study database, generating what is missing.
 
@@ -200,7 +199,9 @@ def build_pools(services, checkpoint_paths: list[str] = (), per_label: int = DEF
     shortfall is generated (``review.study_setup.ensure_images``: default prompt and sampler, on the
     configured device). Checkpoints given by id (e.g. a study's) use their stored images, generating
     more only if their folder still exists. Each cell then contributes ``per_label`` images (a seeded
-    sample when more are stored), and each pathology up to ``real_per_label`` real images.
+    sample when more are stored), and each pathology up to ``real_per_label`` real images: by
+    default as many as its synthetic images, so that across games a real image comes back as often
+    as a synthetic one and "seen it before" says nothing about the source.
 
     Args:
         services: The app's ``Services`` (config, pipelines, study database).
@@ -208,7 +209,7 @@ def build_pools(services, checkpoint_paths: list[str] = (), per_label: int = DEF
         per_label: Synthetic images per checkpoint and pathology (at least 1).
         seed: Seed of the generation and of the sampling.
         size: Presentation size; None: ``auto_size``.
-        real_per_label: Real images per pathology (at most).
+        real_per_label: Real images per pathology (at most); None: as many as synthetic images per pathology.
         checkpoint_ids: Checkpoints already in the study database, by id.
         generate: Whether to generate missing images.
 
@@ -218,6 +219,8 @@ def build_pools(services, checkpoint_paths: list[str] = (), per_label: int = DEF
     from review import store
     from review.study_setup import ensure_images
 
+    if real_per_label is None:
+        real_per_label = per_label * max(1, len(checkpoint_paths) + len(checkpoint_ids))
     if per_label < 1 or real_per_label < 1:
         raise PoolsError(f"per_label and real_per_label must be at least 1, got {per_label} and {real_per_label}")
     ids = list(checkpoint_ids)

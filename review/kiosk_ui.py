@@ -269,13 +269,13 @@ def build(config: AppConfig, idle_s: float | None = None) -> gr.Blocks:
         everything = [token, *screens, header, pair, feedback, next_round, board_start, result, nickname, message,
                       board_result]
         fast = {"show_progress": "hidden", "concurrency_limit": 4}
-        play.click(on_play, None, everything, api_name="play", **fast)
-        again.click(on_play, None, everything, api_name="play_again", **fast)
-        pair.click(on_pick, token, everything, api_name="pick", **fast)
-        next_round.click(on_next, token, everything, api_name="next_round", **fast)
-        save_name.click(on_nickname, [token, nickname], [message, board_result], api_name="nickname", **fast)
+        play.click(on_play, None, everything, api_name=False, **fast)
+        again.click(on_play, None, everything, api_name=False, **fast)
+        pair.click(on_pick, token, everything, api_name=False, **fast)
+        next_round.click(on_next, token, everything, api_name=False, **fast)
+        save_name.click(on_nickname, [token, nickname], [message, board_result], api_name=False, **fast)
         nickname.submit(on_nickname, [token, nickname], [message, board_result], api_name=False, **fast)
-        reset.click(start_view, None, everything, api_name="reset", **fast)
+        reset.click(start_view, None, everything, api_name=False, **fast)
         app.load(start_view, None, everything, api_name=False)
 
     with app.route("Presenter", PRESENTER_PATH, show_in_navbar=False):
@@ -365,7 +365,8 @@ def _experts(line: kiosk_results.CheckpointResult) -> str:
 def _result_html(outcome: kiosk_results.GameResult) -> str:
     chance = outcome.rounds / 2
     verdict = ("Better than guessing!" if outcome.p_value < 0.05 else
-               "That could be luck: the images fooled you as often as not." if outcome.score <= chance else
+               "The synthetic images fooled you more often than not!" if outcome.score < chance else
+               "That could be luck: the images fooled you as often as not." if outcome.score == chance else
                "Above chance, but luck could do that too.")
     lines = [f"<h1>Your result</h1><div class='kiosk-score'>{outcome.score} of {outcome.rounds} spotted</div>",
              f"<p class='kiosk-lead'><b>{verdict}</b> Guessing scores {chance:g} of {outcome.rounds} on average; "

@@ -37,8 +37,9 @@ def test_admin_analyses_and_exports_a_study_raters_cannot(served):
     with pytest.raises(AppError, match="needs an admin account"):
         client.predict(rita, made["pair"], "efficientnet", "none", "tsne", "fid", "fooling_rate", api_name="/analyse_study")
     admin = client.predict("admin", ADMIN_PASSWORD, api_name="/sign_in")[0]
-    listed = client.predict(admin, api_name="/analysis_studies")
+    listed, extractor = client.predict(admin, api_name="/analysis_studies")
     assert listed["value"] == made["pair"]  # newest first
+    assert extractor["value"] == "efficientnet"  # the extractor whose metrics are stored
     assert [label for label, _ in listed["choices"]] == [
         f"#{made['pair']} Simulated pair (pair, open) [SIMULATED]", f"#{made['single']} Simulated single (single, open) [SIMULATED]"]
     out = client.predict(admin, made["pair"], "efficientnet", "specialty", "tsne", "fid", "fooling_rate",

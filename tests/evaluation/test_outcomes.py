@@ -109,7 +109,8 @@ def test_pair_repeats_compare_the_same_image_although_sides_swap():
     rows = pair("r1", REAL[0], SYN_A[0], "left", synthetic_side="left", position=0)
     rows += pair("r1", REAL[0], SYN_A[0], "right", synthetic_side="right", kind="repeat", position=6, repeat_of=0)
     pairs = repeat_pairs(ratings_frame(rows), "judged_real")
-    assert len(pairs) == 2 and (pairs["first"] == pairs["second"]).all()
+    # One comparison per repeated pair (its two rows mirror the same choice), of the same image.
+    assert len(pairs) == 1 and (pairs["first"] == pairs["second"]).all()
 
 
 def test_item_ratings_for_pairs_are_found_or_missed_per_pair():
@@ -126,3 +127,23 @@ def test_bad_exports_are_refused_with_the_reason():
     mixed = [single("r1", SYN_A[0], "real")] + pair("r1", REAL[0], SYN_A[0], "left")
     with pytest.raises(AnalysisError, match="one study at a time"):
         ratings_frame(mixed)
+
+
+def test_mask_fit_answers_are_summarised_when_the_study_asked_them():
+    rows = [single("r1", shown, "real", mask_fit="fits" if i < 8 else "partly") for i, shown in enumerate(SYN_A)]
+    row = _row(outcome_table(ratings_frame(rows)), "ckpt-a")
+    assert row["mask_fits"] == pytest.approx(0.8) and row["mask_partly"] == pytest.approx(0.2)
+    assert (row["mask_fits_low"], row["mask_fits_high"]) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    plain = _row(outcome_table(ratings_frame([single("r1", SYN_A[0], "real")])), "ckpt-a")
+    assert plain["mask_fits"] is None
+
+
+def test_cluster_bootstrap_interval_widens_when_raters_disagree_systematically():
+    # Two raters who always call synthetic images real, two who never do: 40 ratings, fooling rate 0.5.
+    rows = [single(rater, shown, "real" if rater in ("a", "b") else "synthetic")
+            for rater in ("a", "b", "c", "d") for shown in SYN_A]
+    row = _row(outcome_table(ratings_frame(rows), n_boot=300), "ckpt-a")
+    wilson = row["judged_real_high"] - row["judged_real_low"]
+    cluster = row["judged_real_boot_high"] - row["judged_real_boot_low"]
+    assert row["judged_real"] == 0.5 and cluster > 1.5 * wilson
+    assert row["judged_real_boot_low"] <= 0.5 <= row["judged_real_boot_high"]

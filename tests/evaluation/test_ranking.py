@@ -136,3 +136,11 @@ def test_bad_bradley_terry_arguments():
         bradley_terry([(0, 0)], 1)
     with pytest.raises(RankingError, match="n_boot=-1"):
         rank_checkpoints(pd.DataFrame({"rater": ["a"], "checkpoint": ["c"], "fooled": [True]}), n_boot=-1)
+
+
+def test_identical_checkpoints_share_their_rank_even_without_interval_width():
+    from evaluation.ranking import rank_checkpoints
+
+    rows = [{"rater": f"r{r}", "checkpoint": name, "fooled": False} for r in range(3) for name in ("a", "b") for _ in range(4)]
+    ranked = rank_checkpoints(pd.DataFrame(rows), n_boot=50, seed=0)
+    assert {r["rank_label"] for r in ranked} == {"1-2"}

@@ -395,7 +395,7 @@ def test_kiosk_url_for_phones():
     assert kiosk_url(config("0.0.0.0")) == (None if address is None else f"http://{address}:7860/")
 
 
-def test_the_kiosk_app_names_every_event_and_refuses_to_start_without_pools(pools, tmp_path):
+def test_the_kiosk_exposes_only_live_results_and_refuses_to_start_without_pools(pools, tmp_path):
     from gradio_client import Client
 
     from app import main
@@ -414,5 +414,6 @@ def test_the_kiosk_app_names_every_event_and_refuses_to_start_without_pools(pool
         endpoints = Client(app.local_url, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
     finally:
         app.close()
-    assert set(endpoints) == {"/play", "/play_again", "/pick", "/next_round", "/nickname", "/reset", "/live_results"}
+    # The game's events are not API endpoints: a script could farm the leaderboard (the page still works).
+    assert set(endpoints) == {"/live_results"}
     assert not config.db_path.exists()  # the kiosk never creates or writes the study database
