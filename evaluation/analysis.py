@@ -204,8 +204,11 @@ def _metric_rows(db, frame: pd.DataFrame, extractor: str) -> list[dict]:
     label; diversity (stored per pathology) gets a pooled row: the mean of its AD and NonAD values."""
     from review.metric_store import list_results
 
+    from evaluation.scorecard import SEGMENTATION_EXTRACTOR
+
     labels = outcomes.checkpoint_labels(frame)
-    rows = [dict(row, group=labels[row["checkpoint_id"]]) for row in list_results(db, extractor)
+    rows = [dict(row, group=labels[row["checkpoint_id"]])
+            for row in list_results(db, extractor) + list_results(db, SEGMENTATION_EXTRACTOR)
             if row["checkpoint_id"] in labels]
     pooled = {(r["checkpoint_id"], r["metric"]) for r in rows if r["scope"] == "pooled"}
     for (checkpoint_id, metric), parts in _by_key(r for r in rows if r["scope"] != "pooled").items():
@@ -269,7 +272,8 @@ def _correlations(frame: pd.DataFrame, metrics: list[dict], n_boot: int, seed: i
             continue
         data = concordance.OutcomeData(frame, outcome)
         draws = data.bootstrap(n_boot, seed) if len(data.checkpoints) >= concordance.MIN_CHECKPOINTS else None
-        for metric in concordance.METRICS:
+        segmentation = sorted({r["metric"] for r in metrics if r["metric"].startswith("seg_dice")})
+        for metric in (*concordance.METRICS, *segmentation):
             values = {r["group"]: r["value"] for r in metrics if r["metric"] == metric and r["scope"] == "pooled"}
             if not values:
                 continue

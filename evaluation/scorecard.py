@@ -248,6 +248,91 @@ def _plus(a, b):
     return None if a is None or b is None else a + b
 
 
+SEGMENTATION_EXTRACTOR = "segmentation-unet"
+"""The ``extractor`` recorded with downstream segmentation results (no feature extractor: a U-Net)."""
+
+
+def compute_segmentation_scorecard(db, settings=None, sizes=(16, 32, 64, "all"), repeats: int = 1, seed: int = 0,
+                                   device: str = "cpu", checkpoint_ids: list[int] | None = None,
+                                   on_progress: Callable[[float, str], None] | None = None) -> list[dict]:
+    """The downstream segmentation test for every checkpoint with image+mask pairs, stored as metric results.
+
+    A U-Net (``evaluation.segmentation``) is trained on real pairs only (once, the baseline), on a
+    checkpoint's synthetic pairs only, and on real + synthetic pairs at each real-set size, and
+    tested on the same held-out real pairs. Stored per checkpoint (scope ``pooled``, extractor
+    ``SEGMENTATION_EXTRACTOR``): ``seg_dice_synthetic_only`` and ``seg_iou_synthetic_only``,
+    ``seg_dice_mixed_<size>`` and ``seg_iou_mixed_<size>`` (size ``n16`` ... or ``all``), and
+    ``seg_dice_gain_<size>``: mixed minus real-only Dice at that size (the baseline's row is in its
+    details). CIs are bootstrap intervals over the held-out test images.
+
+    Raises:
+        NothingToEvaluate: Without at least 8 real image+mask pairs, or without a checkpoint that
+            has synthetic pairs.
+    """
+    from evaluation.segmentation import SegmentationSettings, downstream_segmentation
+    from review import mask_store, metric_store, store
+
+    settings = settings or SegmentationSettings()
+    progress = on_progress or (lambda fraction, text: None)
+    real = _mask_pairs(mask_store.list_masked_images(db, source="real"))
+    if len(real) < 8:
+        raise NothingToEvaluate(f"the segmentation test needs at least 8 real images with masks, found {len(real)}: "
+                                "python -m review.register --data DIR --masks")
+    checkpoints = [c for c in store.list_checkpoints(db) if (checkpoint_ids is None or c["id"] in checkpoint_ids)
+                   and mask_store.list_masked_images(db, source="synthetic", checkpoint_id=c["id"])]
+    if not checkpoints:
+        raise NothingToEvaluate("no checkpoint has synthetic images with masks: generate image+mask pairs first "
+                                "(python -m generation.mask_sample)")
+    common = dict(sizes=sizes, repeats=repeats, seed=seed, settings=settings, device=device)
+    progress(0.0, "real-only baseline")
+    baseline = downstream_segmentation(real, (), regimes=("real",), **common)
+    label = _size_labels(baseline)
+    base = {label(row["n_real"]): row for row in baseline.summary}
+    preprocessing = (f"{settings.size} px; U-Net width {settings.width} depth {settings.depth} {settings.norm} norm; "
+                     f"{settings.steps} steps batch {settings.batch_size} lr {settings.learning_rate}; seed {seed}; "
+                     f"{repeats} repeat(s); {baseline.n_test} held-out real pairs")
+    rows: list[dict] = []
+    for number, checkpoint in enumerate(checkpoints, start=1):
+        progress(number / (len(checkpoints) + 1), f"segmentation: checkpoint {checkpoint['name']}")
+        synthetic = _mask_pairs(mask_store.list_masked_images(db, source="synthetic", checkpoint_id=checkpoint["id"]))
+        report = downstream_segmentation(real, synthetic, regimes=("synthetic", "real+synthetic"), **common)
+        for row in report.summary:
+            size = "synthetic_only" if row["regime"] == "synthetic" else f"mixed_{label(row['n_real'])}"
+            base_row = {"checkpoint_id": checkpoint["id"], "scope": "pooled", "extractor": SEGMENTATION_EXTRACTOR,
+                        "preprocessing": preprocessing, "n_real": row["n_real"], "n_fake": row["n_synthetic"]}
+            details = {"summary": _jsonable(row), "notes": report.notes, "metric": report.metric_definition}
+            for metric in ("dice", "iou"):
+                rows.append({**base_row, "metric": f"seg_{metric}_{size}", "value": row[metric],
+                             "ci_low": row[f"{metric}_low"], "ci_high": row[f"{metric}_high"], "details": details})
+            if row["regime"] == "real+synthetic" and label(row["n_real"]) in base:
+                reference = base[label(row["n_real"])]
+                rows.append({**base_row, "metric": f"seg_dice_gain_{label(row['n_real'])}", "ci_low": None,
+                             "ci_high": None, "value": row["dice"] - reference["dice"],
+                             "details": {"mixed": _jsonable(row), "real_only": _jsonable(reference)}})
+    metric_store.save_results(db, rows)
+    progress(1.0, "done")
+    return rows
+
+
+def _mask_pairs(rows: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(uint8 RGB image, boolean mask) of stored images with masks, read as their masks were registered."""
+    from PIL import Image
+
+    from generation.masks import load_mask
+
+    pairs = []
+    for row in rows:
+        reading = row.get("reading") or {}
+        mask, _ = load_mask(Path(row["mask_path"]), reading.get("colour_map"), reading.get("threshold"))
+        with Image.open(row["path"]) as image:
+            pairs.append((np.asarray(image.convert("RGB")), mask))
+    return pairs
+
+
+def _size_labels(report) -> Callable[[int], str]:
+    return lambda n_real: "all" if n_real == report.n_real_train else f"n{n_real}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m evaluation.scorecard``: compute and store every metric of every checkpoint; exit status."""
     import argparse
@@ -269,21 +354,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extractor", choices=sorted(EXTRACTORS), default="inception", help="feature extractor")
     parser.add_argument("--training", type=Path, help="the training images folder (AD/ and NonAD/), for memorisation")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the extractor")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="run the downstream segmentation test instead (checkpoints with image+mask pairs; a U-Net "
+                             "trained on real, synthetic and real+synthetic pairs, Dice/IoU on held-out real pairs)")
+    parser.add_argument("--sizes", nargs="+", default=["16", "32", "64", "all"],
+                        help="--segmentation: real training-set sizes (default 16 32 64 all)")
+    parser.add_argument("--steps", type=int, default=300, help="--segmentation: training steps per run (default 300)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     flags = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []), *(["--db", str(args.db)] if args.db else [])]
     config = build_config(flags)
     db = store.open_db(config.db_path)
+    def report(fraction: float, text: str) -> None:
+        logger.info("%3.0f%% %s", 100 * fraction, text)
+
     try:
-        model = get_extractor(args.extractor, device=resolve_device(args.device))
-        rows = compute_scorecard(db, model, FeatureCache(config.data_dir / "features"), training_dir=args.training,
-                                 on_progress=lambda fraction, text: logger.info("%3.0f%% %s", 100 * fraction, text))
+        if args.segmentation:
+            from evaluation.segmentation import SegmentationError, SegmentationSettings
+
+            bad = [size for size in args.sizes if size != "all" and not size.isdigit()]
+            if bad:
+                parser.error(f"--sizes: whole numbers or 'all', got {' '.join(bad)}")
+            sizes = tuple(size if size == "all" else int(size) for size in args.sizes)
+            try:
+                rows = compute_segmentation_scorecard(db, SegmentationSettings(steps=args.steps), sizes=sizes,
+                                                      device=str(resolve_device(args.device)), on_progress=report)
+            except SegmentationError as error:
+                raise NothingToEvaluate(str(error)) from error
+            what = "segmentation"
+        else:
+            model = get_extractor(args.extractor, device=resolve_device(args.device))
+            rows = compute_scorecard(db, model, FeatureCache(config.data_dir / "features"), training_dir=args.training,
+                                     on_progress=report)
+            what = args.extractor
     except (NothingToEvaluate, ExtractorUnavailable, ImageSetError, CacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
         db.close()
-    print(f"stored {len(rows)} metric results ({args.extractor}) in {config.db_path}")
+    print(f"stored {len(rows)} metric results ({what}) in {config.db_path}")
     return 0
 
 

@@ -111,6 +111,8 @@ class StudyDesign:
         attention_checks: Attention-check trials per rater (>= 0).
         size: Presentation size in pixels (64..1024).
         seed: Seeds every random choice of the study (>= 0).
+        show_masks: Single mode only: show each image with its polyp mask outlined and ask whether
+            the mask fits the lesion; only images with a stored mask are eligible.
     """
 
     mode: str
@@ -122,6 +124,7 @@ class StudyDesign:
     attention_checks: int = 0
     size: int = 256
     seed: int = 0
+    show_masks: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("StudyDesign.mode", self.mode, MODES)
@@ -141,6 +144,11 @@ class StudyDesign:
         _check_int("StudyDesign.attention_checks", self.attention_checks, 0)
         _check_int("StudyDesign.size", self.size, *SIZE_RANGE)
         _check_int("StudyDesign.seed", self.seed, 0)  # numpy seeds, and the attention cards', are non-negative
+        if not isinstance(self.show_masks, bool):
+            raise DesignError(f"StudyDesign.show_masks must be true or false, got {self.show_masks!r}")
+        if self.show_masks and self.mode != "single":
+            raise DesignError("StudyDesign.show_masks asks whether one image's mask fits its lesion: "
+                              "allowed in single mode only, got mode 'pair'")
 
     @property
     def real_images_per_label(self) -> int:

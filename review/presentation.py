@@ -42,6 +42,8 @@ FIELD_MARGIN = 0.03
 FRAME_FRACTION = 0.05
 """Width of the black frame around the disc, as a fraction of the output size (each side)."""
 PNG_COMPRESS_LEVEL = 6
+MASK_OUTLINE = (0, 255, 0)
+"""Colour of a mask's outline on a presented image: pure green, which no mucosa has."""
 _WORK_SIDE = 256  # the field is found on a copy at most this big: fast, and text strokes shrink
 _DARK_FLOOR = 24.0  # luminance (0-255) below which a pixel is border, whatever the image
 _DARK_FRACTION = 0.2  # ... or below this fraction of the image's bright level
@@ -272,7 +274,7 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return array
 
 
-def present(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE) -> Image.Image:
+def present(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE, mask: np.ndarray | None = None) -> Image.Image:
     """The presented version of ``image``: its field's central circle on black, ``size`` square.
 
     The disc is ``size - 2 * round(FRAME_FRACTION * size)`` pixels across, centred.
@@ -280,12 +282,16 @@ def present(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE) -> Image.
     Args:
         image: A PIL image or uint8 array (grey, RGB or RGBA).
         size: Side of the output in pixels.
+        mask: Optional boolean (height, width) polyp mask of ``image``: it goes through the same
+            crop and resize and its outline is drawn on the result in ``MASK_OUTLINE`` (for
+            studies that ask whether a mask fits its lesion).
 
     Returns:
         A new RGB ``size`` x ``size`` image without any ``info`` (no metadata to carry along).
 
     Raises:
-        PresentationError: If ``size`` is out of range or the array is not an image.
+        PresentationError: If ``size`` is out of range, the array is not an image, or the mask's
+            shape is not the image's.
         EmptyImage: If the image has no pixels.
     """
     size = _check_size(size)
@@ -298,7 +304,23 @@ def present(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE) -> Image.
     square = Image.fromarray(rgb, "RGB").resize((diameter, diameter), Image.Resampling.LANCZOS, box=box)
     canvas = np.zeros((size, size, 3), dtype=np.float64)
     canvas[frame:frame + diameter, frame:frame + diameter] = np.asarray(square) * _disc(diameter)[..., None]
+    if mask is not None:
+        outline = _mask_outline(mask, rgb.shape[:2], box, diameter)
+        canvas[frame:frame + diameter, frame:frame + diameter][outline] = MASK_OUTLINE
     return Image.fromarray(np.round(canvas).astype(np.uint8), "RGB")
+
+
+def _mask_outline(mask: np.ndarray, shape: tuple[int, int], box: tuple, diameter: int) -> np.ndarray:
+    """The outline (about 1/100 of the disc wide, at least 1 px) of ``mask`` after the crop and resize."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise PresentationError(f"mask shape {mask.shape} differs from the image's {shape}; allowed: the same height and width")
+    pixels = Image.fromarray(mask.astype(np.uint8) * 255, "L").resize((diameter, diameter), Image.Resampling.BILINEAR, box=box)
+    inside = (np.asarray(pixels) >= 128) & (_disc(diameter) > 0.5)
+    width = max(1, round(diameter / 100))
+    return inside & ~ndimage.binary_erosion(inside, iterations=width, border_value=0)
 
 
 def encode(image: Image.Image) -> bytes:
@@ -353,8 +375,8 @@ def read_image(path: Path | str) -> tuple[bytes, Image.Image]:
     return data, decode(data, str(path))
 
 
-def present_file(path: Path | str, size: int = DEFAULT_SIZE) -> bytes:
-    """``encode(present(image, size))`` for the image file at ``path``.
+def present_file(path: Path | str, size: int = DEFAULT_SIZE, mask: np.ndarray | None = None) -> bytes:
+    """``encode(present(image, size, mask))`` for the image file at ``path``.
 
     Raises:
         UnreadableImage, EmptyImage: Naming the file.
@@ -362,6 +384,6 @@ def present_file(path: Path | str, size: int = DEFAULT_SIZE) -> bytes:
     """
     _, image = read_image(path)
     try:
-        return encode(present(image, size))
+        return encode(present(image, size, mask))
     except EmptyImage as err:
         raise EmptyImage(f"{path}: {err}") from err

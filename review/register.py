@@ -3,6 +3,7 @@
 Usage::
 
     python -m review.register --data DIR_OR_CSV [--db PATH]
+    python -m review.register --data DIR --masks [--colour-map JSON] [--mask-threshold N] [--db PATH]
 
 Files are read where they lie and identified by their sha256; only their paths, labels and
 sizes are stored. Registering the same data twice adds nothing.
@@ -35,13 +36,15 @@ class RegistrationReport:
         added: Images newly stored.
         already_stored: Usable images whose sha256 the database already held.
         duplicates: ``(duplicate, first)`` pairs within the source; only ``first`` was stored.
-        problems: Files skipped because they are not usable images.
+        problems: Files skipped because they are not usable images (or, with masks, pairs).
+        masks_added: Masks newly stored (``register_masked_images``); None without masks.
     """
 
     added: int
     already_stored: int
     duplicates: list[tuple[Path, Path]]
     problems: list[Problem]
+    masks_added: int | None = None
 
 
 def default_db_path() -> Path:
@@ -88,6 +91,45 @@ def register_real_images(db: sqlite_utils.Database, source: Path) -> Registratio
     return report
 
 
+def register_masked_images(
+    db: sqlite_utils.Database, source: Path, colour_map: dict | str | None = None, threshold: int | None = None,
+) -> RegistrationReport:
+    """Scan a folder of image and mask pairs and store the images as real images with their masks.
+
+    All pairs or none are stored (one transaction). An image already registered without a mask
+    gets its mask. Masks of a phantom set (its ``PHANTOM.json``) are stored as ``phantom`` masks,
+    others as ``real``.
+
+    Args:
+        db: An open study database.
+        source: See ``generation.masks.scan_mask_pairs`` for the layouts.
+        colour_map, threshold: How to read the masks (see ``generation.masks.load_mask``).
+
+    Raises:
+        DatasetError: If the folder as a whole is unusable (MaskError for a bad colour map).
+    """
+    from generation.masks import scan_mask_pairs
+    from review import mask_store
+
+    source = Path(source).resolve()
+    scan = scan_mask_pairs(source, colour_map, threshold)
+    added = 0
+    with db.atomic():
+        for pair in scan.pairs:
+            added += store.add_real_image(
+                db, sha256=pair.sha256, label=pair.label, path=str(pair.image_path.resolve()),
+                width=pair.width, height=pair.height, origin=str(source),
+            )
+        masks_added = mask_store.add_masks(db, [{
+            "image_sha256": pair.sha256, "mask_path": str(pair.mask_path.resolve()), "mask_sha256": pair.mask_sha256,
+            "mask_label": pair.mask_label, "area_fraction": pair.area_fraction, "mask_source": pair.mask_source,
+            "mask_provenance": None, "reading": pair.reading,
+        } for pair in scan.pairs])
+    logger.info("registered %s: %d images and %d masks added", source, added, masks_added)
+    return RegistrationReport(added=added, already_stored=len(scan.pairs) - added, duplicates=scan.duplicates,
+                              problems=scan.problems, masks_added=masks_added)
+
+
 def format_report(report: RegistrationReport, source: Path, db_path: str | Path) -> str:
     """Return the short human summary the CLI prints; paths are shown relative to the source."""
     source = Path(source).resolve()
@@ -97,6 +139,8 @@ def format_report(report: RegistrationReport, source: Path, db_path: str | Path)
         f"  added: {report.added}",
         f"  already stored: {report.already_stored}",
     ]
+    if report.masks_added is not None:
+        lines.append(f"  masks added: {report.masks_added}")
     if report.duplicates:
         lines.append(f"  duplicates (same content, kept the first): {len(report.duplicates)}")
         lines += [f"    {_shown(dup, base)} = {_shown(first, base)}" for dup, first in report.duplicates]
@@ -127,6 +171,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             "  DIR          a folder holding AD/ and/or NonAD/ with image files directly inside\n"
             "  FILE.csv     a CSV with a header containing file,label; file is relative to the\n"
             "               CSV's folder or absolute; label is AD or NonAD\n"
+            "  DIR --masks  image and mask pairs: DIR/images/ mirrored by DIR/masks/ (same relative\n"
+            "               folder and file stem; the label from an AD/ or NonAD/ folder level or\n"
+            "               the mask colour), or a phantom set (DIR/AD/, DIR/NonAD/, DIR/masks/<label>/)\n"
             "image types: .png .jpg .jpeg .bmp .tif .tiff .webp\n"
             "exit status: 0 done, 2 unusable data source"
         ),
@@ -137,9 +184,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", type=Path, default=None, metavar="PATH",
                         help=f"study database file (default: ${DB_ENV_VAR} if set, else the app's "
                              "data folder: $POLYP_DATA_DIR/polypturing.db or data/polypturing.db in the project)")
+    parser.add_argument("--masks", action="store_true",
+                        help="register image and mask pairs (binary or colour-coded masks; see the layouts below)")
+    parser.add_argument("--colour-map", default=None, metavar="JSON",
+                        help='with --masks: mask colours to labels, JSON text or file, e.g. \'{"#ff0000": "AD", "#00ff00": "NonAD"}\'')
+    parser.add_argument("--mask-threshold", type=int, default=None, metavar="N",
+                        help="with --masks: binarise lossy (JPEG) masks at grey level N (1-255); off by default")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log each file skipped and each duplicate as it is found")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.masks and (args.colour_map is not None or args.mask_threshold is not None):
+        parser.error("--colour-map and --mask-threshold need --masks")
+    if args.mask_threshold is not None and not 1 <= args.mask_threshold <= 255:
+        parser.error(f"--mask-threshold must be a grey level between 1 and 255, got {args.mask_threshold}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot open database {str(db_path)!r}: {error}", file=sys.stderr)
         return 2
     try:
-        report = register_real_images(db, args.data)
+        if args.masks:
+            report = register_masked_images(db, args.data, args.colour_map, args.mask_threshold)
+        else:
+            report = register_real_images(db, args.data)
         counts = store.count_images(db)["real"]
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -226,6 +226,34 @@ def _create_metric_results(db: sqlite_utils.Database) -> None:
         ){strict}""")
 
 
+@MIGRATIONS(name="0004_masks")
+def _create_masks(db: sqlite_utils.Database) -> None:
+    # One polyp mask per image (real or synthetic); SQL in review/mask_store.py. `reading` holds
+    # how the file was read (colour map, threshold) so a colour-coded or lossy mask reads the same again.
+    strict = " STRICT" if db.supports_strict else ""
+    db.execute(f"""
+        CREATE TABLE masks (
+            image_sha256 TEXT PRIMARY KEY REFERENCES images(sha256),
+            mask_path TEXT NOT NULL CHECK (length(mask_path) > 0),
+            mask_sha256 TEXT NOT NULL
+                CHECK (length(mask_sha256) = 64 AND mask_sha256 NOT GLOB '*[^0-9a-f]*'),
+            mask_label TEXT NULL CHECK (mask_label IS NULL OR mask_label IN ('AD', 'NonAD')),
+            area_fraction REAL NOT NULL CHECK (area_fraction > 0 AND area_fraction <= 1),
+            mask_source TEXT NOT NULL CHECK (mask_source IN ('real', 'augmented', 'procedural', 'phantom')),
+            mask_provenance TEXT NULL,
+            reading TEXT NULL CHECK (reading IS NULL OR json_valid(reading)),
+            created_at TEXT NOT NULL DEFAULT {_NOW}
+        ){strict}""")
+    db.execute("CREATE INDEX masks_source ON masks(mask_source)")
+
+
+@MIGRATIONS(name="0005_rating_mask_fit")
+def _add_rating_mask_fit(db: sqlite_utils.Database) -> None:
+    # Studies that show a polyp mask's outline ask whether it fits the lesion (review.design show_masks).
+    db.execute("ALTER TABLE ratings ADD COLUMN mask_fit TEXT NULL"
+               " CHECK (mask_fit IS NULL OR mask_fit IN ('fits', 'partly', 'does not fit'))")
+
+
 def open_db(path: str | Path) -> sqlite_utils.Database:
     """Open (creating if needed) the study database and bring its schema up to date.
 

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS: tuple[str, ...] = ("colour", "texture", "vessels", "specular highlights", "anatomy", "border")
 PATHOLOGY_CALLS: tuple[str, ...] = ("AD", "NonAD", "cannot tell")
+MASK_FIT: tuple[str, ...] = ("fits", "partly", "does not fit")
 MAX_COMMENT = 2000
 
 
@@ -59,6 +60,7 @@ class TrialView:
     total: int
     mode: str
     image_paths: tuple[str, ...]  # presented files, named by random token
+    ask_mask_fit: bool = False  # the image shows a polyp mask's outline: does it fit the lesion?
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +197,8 @@ def next_item(db: sqlite_utils.Database, session: str, study_id: int) -> TrialVi
         if not Path(path).is_file():
             raise ReviewError("an image of this trial could not be loaded; the organiser has been "
                               "told in the server log; please try again later")
-    return TrialView(study_id, trial["id"], rated + 1, total, study["mode"], paths)
+    ask = bool(study["design"].get("show_masks")) and trial["kind"] != "attention"
+    return TrialView(study_id, trial["id"], rated + 1, total, study["mode"], paths, ask)
 
 
 def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int, answers: dict,
@@ -225,7 +228,8 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
         raise Forbidden("this trial is not in your schedule")
     if not isinstance(key, str) or not 8 <= len(key) <= 128:
         raise ReviewError("submit key must be 8-128 characters")
-    clean = validate_answers(study["mode"], answers)
+    clean = validate_answers(study["mode"], answers,
+                             mask_fit=bool(study["design"].get("show_masks")) and trial["kind"] != "attention")
     clean["response_ms"] = _response_ms(trial["shown_at"])
     if response_ms is not None:
         if not who.simulated:
@@ -239,8 +243,11 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
     return stored
 
 
-def validate_answers(mode: str, answers: dict) -> dict:
-    """Check a rating's answers against the mode's questions; returns the cleaned answers."""
+def validate_answers(mode: str, answers: dict, mask_fit: bool = False) -> dict:
+    """Check a rating's answers against the mode's questions; returns the cleaned answers.
+
+    ``mask_fit``: the trial showed a mask outline, so ``mask_fit`` (one of ``MASK_FIT``) is required.
+    """
     if mode == "single":
         required = {"real_or_synthetic": ("real", "synthetic"), "pathology": PATHOLOGY_CALLS}
         scales = ("source_confidence", "realism", "pathology_confidence")
@@ -266,6 +273,10 @@ def validate_answers(mode: str, answers: dict) -> dict:
     if len(comment) > MAX_COMMENT:
         raise ReviewError(f"comment: at most {MAX_COMMENT} characters, got {len(comment)}")
     clean.update(artifacts=sorted(set(artifacts)), comment=comment)
+    if mask_fit:
+        if answers.get("mask_fit") not in MASK_FIT:
+            raise ReviewError(f"{_question('mask_fit')}: choose one of {', '.join(MASK_FIT)} (got {answers.get('mask_fit')!r})")
+        clean["mask_fit"] = answers["mask_fit"]
     return clean
 
 
@@ -335,6 +346,6 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "checkpoint_stage", "checkpoint_fingerprint", "prompt", "negative_prompt", "seed", "scheduler",
     "steps", "guidance", "rating_id", "real_or_synthetic", "source_confidence", "realism",
     "pathology", "pathology_confidence", "synthetic_choice", "choice_confidence",
-    "pathology_left", "pathology_right", "artifacts", "comment", "response_ms", "submitted_at",
+    "pathology_left", "pathology_right", "artifacts", "mask_fit", "comment", "response_ms", "submitted_at",
 )
 

@@ -62,6 +62,10 @@ def create_study(
     synthetic = [_item(row) for row in store.list_images(db, source="synthetic")
                  if row["checkpoint_id"] in design.checkpoint_ids]
     real = [_item(row) for row in store.list_images(db, source="real")]
+    masks = _masks(db) if design.show_masks else None
+    if masks is not None:  # only images whose mask can be outlined
+        synthetic = [item for item in synthetic if item.sha256 in masks]
+        real = [item for item in real if item.sha256 in masks]
     try:
         items = select_items(design, synthetic, real)
         attention = _attention_images(data_dir, design)
@@ -70,7 +74,7 @@ def create_study(
         raise ReviewError(str(error)) from error
     settings = PresentationSettings(size=design.size)
     shown = {sha for trials in schedules.values() for trial in trials for sha in trial.images}
-    images, written = _present(db, data_dir, shown, attention, settings)
+    images, written = _present(db, data_dir, shown, attention, settings, masks)
     trials = [_trial_row(rater, trial) for rater, schedule in schedules.items() for trial in schedule]
     try:
         study_id = study_store.create_study(
@@ -190,9 +194,17 @@ def _attention_images(data_dir: Path, design: StudyDesign) -> dict[str, Path]:
     return {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in paths}
 
 
+def _masks(db) -> dict[str, dict]:
+    """Every stored mask row by image sha256 (for studies that outline masks)."""
+    from review import mask_store
+
+    return {row["sha256"]: row for row in mask_store.list_masked_images(db)}
+
+
 def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
-             settings: PresentationSettings) -> tuple[list[dict], list[Path]]:
-    """Write every shown image through the presentation transform under a random token."""
+             settings: PresentationSettings, masks: dict[str, dict] | None = None) -> tuple[list[dict], list[Path]]:
+    """Write every shown image through the presentation transform under a random token (with its
+    mask's outline when ``masks`` is given)."""
     out_dir = Path(data_dir) / "presented"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, written = [], []
@@ -207,7 +219,8 @@ def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
             token = auth.new_token()
             target = out_dir / f"{token}.png"
             try:
-                target.write_bytes(present_file(Path(meta["path"]), settings.size))
+                outline = None if masks is None or sha in attention else _read_mask(masks[sha])
+                target.write_bytes(present_file(Path(meta["path"]), settings.size, outline))
             except (OSError, ValueError) as error:
                 raise ReviewError(f"image {meta['path']} could not be presented: {error}") from error
             written.append(target)
@@ -219,6 +232,14 @@ def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
             path.unlink(missing_ok=True)
         raise
     return rows, written
+
+
+def _read_mask(row: dict):
+    from generation.masks import load_mask
+
+    reading = row.get("reading") or {}
+    mask, _ = load_mask(Path(row["mask_path"]), reading.get("colour_map"), reading.get("threshold"))
+    return mask
 
 
 def _trial_row(rater_id: int, trial) -> dict:

@@ -18,7 +18,7 @@ from review.auth import now_utc, stamp
 RATING_FIELDS: tuple[str, ...] = (
     "real_or_synthetic", "source_confidence", "realism", "pathology", "pathology_confidence",
     "synthetic_choice", "choice_confidence", "pathology_left", "pathology_right", "artifacts",
-    "comment", "response_ms",
+    "comment", "response_ms", "mask_fit",
 )
 
 
@@ -338,7 +338,7 @@ SELECT studies.id AS study_id, studies.name AS study_name, studies.mode, studies
        ratings.id AS rating_id, ratings.real_or_synthetic, ratings.source_confidence, ratings.realism,
        ratings.pathology, ratings.pathology_confidence, ratings.synthetic_choice,
        ratings.choice_confidence, ratings.pathology_left, ratings.pathology_right,
-       ratings.artifacts, ratings.comment, ratings.response_ms, ratings.submitted_at
+       ratings.artifacts, ratings.mask_fit, ratings.comment, ratings.response_ms, ratings.submitted_at
 FROM shown
 JOIN trials ON trials.id = shown.trial_id
 JOIN ratings ON ratings.trial_id = trials.id

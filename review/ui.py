@@ -18,7 +18,7 @@ from generation.ui import checkpoint_choices, user_errors_of
 from review import studies, study_setup, study_store
 from review.auth import WeakPassword
 from review.design import DesignError, StudyDesign
-from review.studies import ARTIFACTS, COLONOSCOPY_BANDS, NotSignedIn, ReviewError
+from review.studies import ARTIFACTS, COLONOSCOPY_BANDS, MASK_FIT, NotSignedIn, ReviewError
 from review.study_store import DuplicateName
 
 SPECIALTIES = ["gastroenterology", "surgery", "pathology", "gastroenterology fellow / trainee", "endoscopy nurse", "other"]
@@ -181,6 +181,8 @@ def _build_rate(services, session, stored_study) -> _RateTab:
         pathology = gr.Radio(PATHOLOGY, label="Pathology", elem_classes="kbd-q")
         path_conf = gr.Radio(SCALE, label="Pathology confidence (1-5)", elem_classes="kbd-q")
         artifacts = gr.CheckboxGroup(list(ARTIFACTS), label="Artifacts seen (optional)", elem_classes=["kbd-q", "kbd-multi"])
+        mask_fit = gr.Radio(list(MASK_FIT), label="Does the green outline (the polyp's mask) fit the lesion?",
+                            elem_classes="kbd-q", visible=False)
         comment = gr.Textbox(label="Comment (optional)", max_lines=3)
     with gr.Column(visible=False, elem_classes="rating-panel") as pair:
         with gr.Row():
@@ -193,7 +195,8 @@ def _build_rate(services, session, stored_study) -> _RateTab:
     submit = gr.Button("Submit", variant="primary", visible=False, elem_classes="rating-submit")
     gr.Markdown(KEYBOARD_HELP)
 
-    answers = [source, source_conf, realism, pathology, path_conf, artifacts, comment, choice, choice_conf, path_left, path_right]
+    answers = [source, source_conf, realism, pathology, path_conf, artifacts, comment, choice, choice_conf, path_left,
+               path_right, mask_fit]
     trial_outputs = [status, progress, trial_id, key, single, pair, image, left, right, submit, *answers]
 
     def show_next(token, study_id):
@@ -212,7 +215,11 @@ def _build_rate(services, session, stored_study) -> _RateTab:
         return show_next(token, study_id)
 
     @user_errors
-    def on_submit(token, study_id, trial, submit_key, *values):
+    def on_submit(token, study_id, trial, submit_key, real_or_synthetic, source_confidence, realism, pathology,
+                  pathology_confidence, artifacts, comment, synthetic_choice, choice_confidence, pathology_left,
+                  pathology_right, mask_fit=None):  # the last answer is optional for API clients
+        values = (real_or_synthetic, source_confidence, realism, pathology, pathology_confidence, artifacts, comment,
+                  synthetic_choice, choice_confidence, pathology_left, pathology_right, mask_fit)
         if not trial:
             raise gr.Error("There is no image to rate: press Start / resume.")
         db = services.db()
@@ -240,12 +247,12 @@ def _build_rate(services, session, stored_study) -> _RateTab:
 
 def _answers(values) -> dict:
     names = ["real_or_synthetic", "source_confidence", "realism", "pathology", "pathology_confidence", "artifacts",
-             "comment", "synthetic_choice", "choice_confidence", "pathology_left", "pathology_right"]
+             "comment", "synthetic_choice", "choice_confidence", "pathology_left", "pathology_right", "mask_fit"]
     return {name: value for name, value in zip(names, values) if value not in (None, "")}
 
 
 def _trial_updates(view, summary) -> list:
-    cleared = [None] * 5 + [[], ""] + [None] * 4
+    cleared = [None] * 5 + [[], ""] + [None] * 4 + [gr.update(value=None, visible=bool(view and view.ask_mask_fit))]
     if view is None:
         text = _summary_text(summary)
         return [text, gr.update(visible=False), "", "", gr.update(visible=False), gr.update(visible=False),
@@ -299,6 +306,8 @@ def _build_admin(services, session) -> None:
             seed = gr.Number(0, precision=0, minimum=0, label="Seed")
         generate_missing = gr.Checkbox(True, label="Generate missing synthetic images now (default prompt and sampler)")
         raters = gr.Textbox(lines=4, label="Raters: one per line, `username` (invitation link) or `username,password`")
+        show_masks = gr.Checkbox(False, label="Outline each image's polyp mask and ask whether it fits the lesion "
+                                              "(single mode; only images with a stored mask; none generated now)")
         create = gr.Button("Create study", variant="primary")
         invitations = gr.Dataframe(headers=["rater", "trials", "invitation link (shown once)"], label="Invitations", interactive=False)
     with gr.Row():
@@ -365,7 +374,7 @@ def _build_admin(services, session) -> None:
 
     refresh.click(on_refresh, session, [studies_table, checkpoints], api_name="list_studies")
     create.click(on_create, [session, name, mode, checkpoints, per_cell, real_per_label, ratings, repeats, attention, size, seed,
-                             generate_missing, raters], [invitations, studies_table], api_name="create_study")
+                             generate_missing, raters, show_masks], [invitations, studies_table], api_name="create_study")
     audit_btn.click(on_audit, [session, study_id], [audit_view, studies_table], api_name="audit_study")
     open_btn.click(on_open, [session, study_id, override], studies_table, api_name="open_study")
     close_btn.click(on_close, [session, study_id], studies_table, api_name="close_study")
@@ -374,15 +383,17 @@ def _build_admin(services, session) -> None:
 
 
 def _create_study(services, token, name, mode, checkpoint_paths, per_cell, real_per_label, ratings, repeats, attention,
-                  size, seed, generate_missing, raters_text, progress=None):
+                  size, seed, generate_missing, raters_text, show_masks=False, progress=None):
     db = services.db()
     try:
         studies.require_admin(db, token)
+        # Images generated here would have no mask: a mask study uses stored image+mask pairs only.
         ids = study_setup.ensure_images(services, checkpoint_paths or [], int(per_cell or 0), int(seed or 0),
-                                        generate=bool(generate_missing), progress=progress)
+                                        generate=bool(generate_missing) and not show_masks, progress=progress)
         design = StudyDesign(mode=mode, checkpoint_ids=tuple(ids), images_per_cell=int(per_cell or 0),
                              real_per_label=int(real_per_label) if real_per_label else None, ratings_per_image=int(ratings or 1),
-                             repeats=int(repeats or 0), attention_checks=int(attention or 0), size=int(size or 256), seed=int(seed or 0))
+                             repeats=int(repeats or 0), attention_checks=int(attention or 0), size=int(size or 256), seed=int(seed or 0),
+                             show_masks=bool(show_masks))
         created = study_setup.create_study(db, services.config.data_dir, token, name, design, _rater_specs(raters_text))
         rows = [[user, created.trials_per_rater[user], f"/?invite={invite}"] for user, invite in created.invitations.items()]
         return rows, _studies_rows(db)

@@ -37,7 +37,7 @@ def test_every_event_has_an_explicit_api_name(served):
         "/sign_in", "/next_trial", "/submit_rating", "/save_profile",  # Rate
         "/list_studies", "/create_study", "/audit_study", "/open_study", "/close_study", "/study_progress",
         "/export_ratings",  # Studies (admin)
-        "/compute_metrics", "/metric_results",  # Evaluate (admin)
+        "/compute_metrics", "/metric_results", "/segmentation_test",  # Evaluate (admin)
         "/analysis_studies", "/analyse_study", "/analysis_report",  # Analysis (admin)
     }
 
@@ -100,6 +100,7 @@ def test_plain_modules_do_not_import_gradio():
     code = ("import sys; import evaluation.metrics, evaluation.scorecard, evaluation.utility, evaluation.memorisation, "
             "evaluation.diversity, evaluation.analysis, evaluation.outcomes, evaluation.concordance, evaluation.agreement, "
             "evaluation.ranking, evaluation.embedding, evaluation.figures, evaluation.report, review.simulate, "
+            "evaluation.segmentation, generation.masks, generation.mask_shapes, review.mask_store, "
             "generation.sampling, generation.train, generation.library, review.store, "
             "review.register, review.studies, review.study_setup, review.schedule, review.audit, review.presentation, "
             "review.accounts, review.kiosk, review.kiosk_pools, review.kiosk_results, review.kiosk_store, appconfig; "

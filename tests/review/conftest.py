@@ -42,6 +42,30 @@ def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoi
     return ids
 
 
+def add_phantom_masks(db, folder, every: int = 1) -> int:
+    """Give every ``every``-th stored image its exact phantom mask (the images are phantoms of known seeds)."""
+    from generation.masks import mask_to_image
+    from generation.phantom import render_phantom
+    from review import mask_store, store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    added = 0
+    for number, image in enumerate(store.list_images(db)):
+        if number % every:
+            continue
+        name = image["path"].rsplit("/", 1)[-1].removesuffix(".png")
+        kind, *rest = name.split("-")
+        seed = 1000 + int(rest[-1]) if kind == "real" else 5000 + 100 * int(rest[0]) + int(rest[-1])
+        mask = render_phantom(image["label"], seed, (64, 64)).mask
+        path = folder / f"{name}-mask.png"
+        mask_to_image(mask).save(path)
+        mask_store.add_mask(db, image_sha256=image["sha256"], mask_path=str(path),
+                            mask_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                            area_fraction=float(mask.mean()), mask_source="phantom")
+        added += 1
+    return added
+
+
 @pytest.fixture
 def review_env(tmp_path):
     """(db, data_dir, admin session, checkpoint ids) with 6 real per label and 3 synthetic per checkpoint x label."""
