@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,7 +23,15 @@ import numpy as np
 import torch
 
 from generation.mask_shapes import SampledMask, sample_masks
-from generation.sampling import GeneratedImage, InvalidSetting, SamplingRequest, batches, save_images, use_scheduler
+from generation.sampling import (
+    GeneratedImage,
+    InvalidSetting,
+    SamplingRequest,
+    batches,
+    save_images,
+    use_scheduler,
+    write_if_changed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,17 +212,7 @@ def _write_mask(mask: np.ndarray, path: Path) -> tuple[Path, str, bool]:
     buffer = io.BytesIO()
     mask_to_image(mask).save(buffer, format="PNG")
     data = buffer.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha:
-        return path, sha, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path, sha, True
+    return path, hashlib.sha256(data).hexdigest(), write_if_changed(path, data)
 
 
 def _upsert(db, info) -> int:

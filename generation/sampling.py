@@ -194,16 +194,24 @@ def save_images(generated: list[GeneratedImage], out_dir: Path, written: list[di
         sha = hashlib.sha256(data).hexdigest()
         row = item.provenance
         path = out_dir / f"{row['label']}-step{row['step']}-seed{row['seed']}-{sha[:12]}.png"
-        new_file = not (path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha)
-        if new_file:
-            tmp = path.with_name(f".{path.name}.partial")
-            try:
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        new_file = write_if_changed(path, data)
         rows.append({**row, "file": path.name, "sha256": sha, "new_file": new_file})
     return rows
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` through a temporary name and a rename (never a half-written file),
+    unless the file already holds exactly these bytes. Returns whether it was written."""
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
 
 
 def write_provenance(rows: list[dict], path: Path) -> None:

@@ -367,14 +367,17 @@ def simulate_panel(db: sqlite_utils.Database, data_dir: Path, session: str, name
 
     Raises:
         Forbidden: If the session is not an admin's.
-        ReviewError: For a bad panel size or seed, too few real images, or a ``sim-NN`` name
-            that belongs to a real account.
+        ReviewError: For a bad panel size or seed, too few real images, a design that shows masks,
+            or a ``sim-NN`` name that belongs to a real account.
     """
     studies.require_admin(db, session)
     if isinstance(n_raters, bool) or not isinstance(n_raters, int) or not 1 <= n_raters <= MAX_RATERS:
         raise ReviewError(f"n_raters must be an integer from 1 to {MAX_RATERS}, got {n_raters!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ReviewError(f"seed must be a non-negative integer, got {seed!r}")
+    if design.show_masks:
+        raise ReviewError("a simulated panel does not judge whether masks fit their lesions: "
+                          "create mask studies (show_masks) with real raters")
     if design.mode == "single" and design.real_images_per_label < 2:
         raise ReviewError("a simulated panel learns what real looks like from the study's real images: "
                           f"the design needs real_per_label >= 2, got {design.real_images_per_label}")

@@ -127,3 +127,11 @@ def test_the_rate_tab_shows_the_mask_question_and_stores_its_answer(tmp_path):
         assert [row["mask_fit"] for row in study_store.export_rows(db, created.study_id)] == ["does not fit"]
     finally:
         db.close()
+
+
+def test_a_simulated_panel_refuses_mask_studies(review_env):
+    from review.simulate import simulate_panel
+
+    db, data_dir, session, ids = review_env
+    with pytest.raises(studies.ReviewError, match="does not judge whether masks fit"):
+        simulate_panel(db, data_dir, session, "sim masks", StudyDesign(checkpoint_ids=tuple(ids), show_masks=True, **_design()))
