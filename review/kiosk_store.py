@@ -16,15 +16,15 @@ Every function takes a ``Database`` from ``open_kiosk_db``; writes run inside ``
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from review import store
+
 logger = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 5000
 _NOW = "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
 _MS_SINCE = "CAST(round((julianday('now') - julianday({column})) * 86400000) AS INTEGER)"
 
@@ -88,26 +88,7 @@ def open_kiosk_db(path: str | Path) -> sqlite_utils.Database:
         A ``Database`` with foreign keys on, a 5 s busy timeout and WAL journaling (files). Use it
         only in the thread that opened it.
     """
-    if str(path) == ":memory:":
-        db = sqlite_utils.Database(memory=True)
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite_utils.Database(Path(path))
-    try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA foreign_keys = ON")
-        if not db.memory:
-            db.enable_wal()
-        if MIGRATIONS.pending(db):
-            try:
-                MIGRATIONS.apply(db)
-            except sqlite3.DatabaseError:
-                if MIGRATIONS.pending(db):  # not another process winning the race: a real failure
-                    raise
-    except BaseException:
-        db.close()
-        raise
-    return db
+    return store.open_database(path, MIGRATIONS)
 
 
 def create_game(db: sqlite_utils.Database, token_hash: str, seed: int, pools: str, rounds: list[dict]) -> int:

@@ -267,6 +267,17 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
     Raises:
         sqlite3.Error: If the file cannot be opened as a SQLite database.
     """
+    return open_database(path, MIGRATIONS)
+
+
+def open_database(path: str | Path, migrations: Migrations) -> sqlite_utils.Database:
+    """Open a SQLite file (or ``":memory:"``) the project's way and apply ``migrations``' pending steps.
+
+    Shared by the study database (``open_db``) and the kiosk's own (``review.kiosk_store``).
+
+    Raises:
+        sqlite3.Error: If the file cannot be opened as a SQLite database.
+    """
     if str(path) == ":memory:":
         db = sqlite_utils.Database(memory=True)
     else:
@@ -279,22 +290,22 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
         db.execute("PRAGMA foreign_keys = ON")
         if not db.memory:
             db.enable_wal()  # persistent in the file: a no-op after the first open
-        if MIGRATIONS.pending(db):
-            _apply_migrations(db)
+        if migrations.pending(db):
+            _apply_migrations(db, migrations)
     except BaseException:
         db.close()
         raise
     return db
 
 
-def _apply_migrations(db: sqlite_utils.Database) -> None:
+def _apply_migrations(db: sqlite_utils.Database, migrations: Migrations) -> None:
     try:
-        MIGRATIONS.apply(db)
+        migrations.apply(db)
     except sqlite3.DatabaseError:
         # Another process may have applied the same migrations between our check and our write.
-        if MIGRATIONS.pending(db):
+        if migrations.pending(db):
             raise
-    logger.info("database schema at %s", MIGRATIONS.applied(db)[-1].name)
+    logger.info("%s schema at %s", migrations.name, migrations.applied(db)[-1].name)
 
 
 # ---------------------------------------------------------------------------------------------
