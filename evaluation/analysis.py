@@ -170,6 +170,40 @@ def analyse_study(db, study_id: int, extractor: str = "efficientnet", stratify: 
         warnings=warnings, n_boot=n_boot, seed=seed)
 
 
+@dataclass
+class StudyView:
+    """A study's analysis with the images, features and embedding behind it (what the tab keeps)."""
+
+    analysis: StudyAnalysis
+    images: StudyImages
+    fitted: object  # evaluation.embedding.Embedding
+    points: pd.DataFrame
+
+
+def analyse_with_embedding(db, study_id, extractor_name: str, stratify: str, method: str, features_dir: Path,
+                           device: str = "auto", on_progress=None) -> StudyView:
+    """Everything the Analysis tab and ``python -m evaluation.report`` show of one study: ratings
+    checked first (before any feature is computed), cached features, statistics, joint embedding.
+
+    Raises:
+        AnalysisError: Unknown study, no ratings, or an unknown stratum.
+        ExtractorUnavailable, EmbeddingError, CacheError: From the steps they name.
+    """
+    from evaluation.cache import FeatureCache
+    from evaluation.features import get_extractor, resolve_device
+
+    progress = on_progress or (lambda fraction, text: None)
+    require_ratings(db, study_id)
+    progress(0.1, f"features ({extractor_name})")
+    model = get_extractor(extractor_name, device=resolve_device(device))
+    images = study_images(db, study_id, model, FeatureCache(features_dir))
+    progress(0.4, "statistics")
+    analysis = analyse_study(db, study_id, extractor_name, stratify, images)
+    progress(0.7, f"embedding ({method})")
+    fitted, points = embedding_points(images, analysis.frame, method)
+    return StudyView(analysis, images, fitted, points)
+
+
 def embedding_points(images: StudyImages, frame: pd.DataFrame | None, method: str, seed: int = 0):
     """Joint 2-D embedding of a study's images with what hover shows.
 

@@ -201,10 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     from contextlib import closing
 
     from appconfig import build_config
-    from evaluation.analysis import analyse_study, embedding_points, require_ratings, study_images
-    from evaluation.cache import CacheError, FeatureCache
+    from evaluation.analysis import analyse_with_embedding
+    from evaluation.cache import CacheError
     from evaluation.embedding import METHODS, EmbeddingError
-    from evaluation.features import EXTRACTORS, ExtractorUnavailable, get_extractor, resolve_device
+    from evaluation.features import EXTRACTORS, ExtractorUnavailable
     from evaluation.outcomes import STRATA, AnalysisError
     from review import store
 
@@ -228,12 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(flags)
     try:
         with closing(store.open_db(config.db_path)) as db:
-            require_ratings(db, args.study)
-            model = get_extractor(args.extractor, device=resolve_device(args.device))
-            images = study_images(db, args.study, model, FeatureCache(config.data_dir / "features"))
-            analysis = analyse_study(db, args.study, args.extractor, args.stratify, images)
-        fitted, points = embedding_points(images, analysis.frame, args.method)
-        bundle, report = write_bundle(analysis, build_figures(analysis, fitted, points), args.out, points)
+            view = analyse_with_embedding(db, args.study, args.extractor, args.stratify, args.method,
+                                          config.data_dir / "features", args.device)
+        bundle, report = write_bundle(view.analysis, build_figures(view.analysis, view.fitted, view.points),
+                                      args.out, view.points)
     except (AnalysisError, EmbeddingError, ExtractorUnavailable, CacheError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

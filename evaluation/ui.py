@@ -280,22 +280,15 @@ def build_analysis(services, session) -> None:
     @user_errors
     def on_analyse(token, study_id, extractor_name, stratify_by, method_name, metric_name, outcome_name,
                    progress=gr.Progress()):
-        from evaluation.analysis import analyse_study, embedding_points, require_ratings, study_images
-        from evaluation.cache import FeatureCache
-        from evaluation.features import get_extractor, resolve_device
+        from evaluation.analysis import analyse_with_embedding
         from review.studies import require_admin
 
         with closing(services.db()) as db:
             require_admin(db, token)
-            require_ratings(db, study_id)
-            progress(0.1, desc=f"features ({extractor_name})")
-            model = get_extractor(extractor_name, device=resolve_device(services.config.device))
-            images = study_images(db, study_id, model, FeatureCache(services.config.data_dir / "features"))
-            progress(0.4, desc="statistics")
-            analysis = analyse_study(db, study_id, extractor_name, stratify_by, images)
-        progress(0.7, desc=f"embedding ({method_name})")
-        fitted, points = embedding_points(images, analysis.frame, method_name)
-        view = {"analysis": analysis, "images": images, "fitted": fitted, "points": points}
+            view = analyse_with_embedding(db, study_id, extractor_name, stratify_by, method_name,
+                                          services.config.data_dir / "features", services.config.device,
+                                          lambda fraction, text: progress(fraction, desc=text))
+        analysis = view.analysis
         metrics = sorted({r["metric"] for r in analysis.correlations}) or ["fid"]
         chosen = metric_name if metric_name in metrics else metrics[0]
         return (_banner(analysis), view, *_outcome_views(analysis), *_agreement_views(analysis),
@@ -306,18 +299,18 @@ def build_analysis(services, session) -> None:
 
     @user_errors
     def on_scatter(view, metric_name, outcome_name):
-        return _scatter(_need(view)["analysis"], metric_name, outcome_name)
+        return _scatter(_need(view).analysis, metric_name, outcome_name)
 
     @user_errors
     def on_embedding(view, method_name, panel):
         from evaluation.analysis import embedding_points
 
         view = _need(view)
-        allowed = ["all", *view["analysis"].checkpoints]
+        allowed = ["all", *view.analysis.checkpoints]
         if panel not in allowed:
             raise ReviewError(f"checkpoint panel: choose one of {', '.join(allowed)} (got {panel!r})")
-        if view["fitted"].method != method_name:
-            view["fitted"], view["points"] = embedding_points(view["images"], view["analysis"].frame, method_name)
+        if view.fitted.method != method_name:
+            view.fitted, view.points = embedding_points(view.images, view.analysis.frame, method_name)
         return view, _embedding(view, panel)
 
     @user_errors
@@ -328,9 +321,9 @@ def build_analysis(services, session) -> None:
         with closing(services.db()) as db:
             require_admin(db, token)
         view = _need(view)
-        figures = build_figures(view["analysis"], view["fitted"], view["points"], metric_name, outcome_name)
+        figures = build_figures(view.analysis, view.fitted, view.points, metric_name, outcome_name)
         folder = Path(tempfile.mkdtemp(prefix="polyp-analysis-"))
-        bundle, report = write_bundle(view["analysis"], figures, folder, view["points"])
+        bundle, report = write_bundle(view.analysis, figures, folder, view.points)
         return [str(bundle), str(report)]
 
     session.change(on_studies, session, [study, extractor], api_name="analysis_studies")
@@ -388,8 +381,8 @@ def _scatter(analysis, metric_name: str, outcome_name: str):
     return figures_mod.scatter_figure(found[0], analysis.metrics, analysis) if found else None
 
 
-def _embedding(view: dict, panel: str):
-    return figures_mod.embedding_figure(view["points"], view["fitted"], view["analysis"],
+def _embedding(view, panel: str):
+    return figures_mod.embedding_figure(view.points, view.fitted, view.analysis,
                                         None if panel in (None, "all") else panel)
 
 
