@@ -64,9 +64,9 @@ demo-analysis: demo-data
 # segmentation test (9 U-Net runs of about 20 s: about 4 more minutes).
 demo-segmentation: demo-data
 	$(PY) -m review.register --data data/demo-real --masks
-	$(PY) -m generation.mask_train --base assets/demo/checkpoint-4000 --data data/demo-train --out data/controlnets/demo --steps 1000
-	$(PY) -m generation.mask_sample --controlnet data/controlnets/demo/controlnet-1000 --label AD --n 16 --masks augmented --mask-pool data/demo-train
-	$(PY) -m generation.mask_sample --controlnet data/controlnets/demo/controlnet-1000 --label NonAD --n 16 --masks augmented --mask-pool data/demo-train
+	$(PY) -m generation.masks.train --base assets/demo/checkpoint-4000 --data data/demo-train --out data/controlnets/demo --steps 1000
+	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label AD --n 16 --masks augmented --mask-pool data/demo-train
+	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label NonAD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m evaluation.scorecard --segmentation
 
 bench: $(VENV)/.installed-dev

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import os
 
+from evaluation import ui as evaluation_ui
+from generation import ui as generation_ui
+from review import ui as review_ui
+from review.kiosk import ui as kiosk_ui
+from review.kiosk.pools import PoolsError
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -21,10 +27,6 @@ TITLE = "PolypTuring"
 def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
     """The whole app as one Blocks: the account bar and the Rate and Studies tabs (``review.ui``),
     then the Evaluate and Analysis (``evaluation.ui``) and Generate (``generation.ui``) tabs."""
-    from evaluation import ui as evaluation_ui
-    from generation import ui as generation_ui
-    from review import ui as review_ui
-
     services = services or Services(config)
     # Built outside the app's Blocks: a Blocks created inside another is inlined there already,
     # and .render() would then place its components a second time.
@@ -59,10 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve_kiosk(config: AppConfig) -> None:
-    """The conference kiosk (``--kiosk``): a separate app with its own database; see ``review.kiosk_ui``."""
-    from review import kiosk_ui
-    from review.kiosk_pools import PoolsError
-
+    """The conference kiosk (``--kiosk``): a separate app with its own database; see ``review.kiosk.ui``."""
     try:
         kiosk = kiosk_ui.build(config)
     except PoolsError as error:

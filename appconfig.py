@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from common.device import resolve_device
+from database.connection import open_db
+from generation.library import list_checkpoints
+from generation.pipelines import PipelineCache
+
 PROJECT_DIR = Path(__file__).resolve().parent
 DEMO_DIR = PROJECT_DIR / "assets" / "demo"
 
@@ -126,19 +131,12 @@ class Services:
 
     def __post_init__(self) -> None:
         if self.pipelines is None:
-            from generation.device import resolve_device
-            from generation.pipelines import PipelineCache
-
             self.pipelines = PipelineCache(resolve_device(self.config.device), self.config.max_cached_pipelines)
 
     def db(self):
         """A new connection to the study database (migrated)."""
-        from review.store import open_db
-
         return open_db(self.config.db_path)
 
     def checkpoints(self):
         """Every checkpoint of the embedded demo and the checkpoints folder, sorted by training step."""
-        from generation.library import list_checkpoints
-
         return list_checkpoints([self.config.demo_dir, self.config.checkpoints_dir], self.config.base)

@@ -19,6 +19,14 @@ from __future__ import annotations
 
 import os
 
+from app import create_app
+from database.connection import open_db
+from evaluation.cache import FeatureCache
+from evaluation.features import get_extractor
+from evaluation.study.analysis import analyse_study, embedding_points, study_images, study_list
+from evaluation.study.report import build_figures
+from review import studies
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -60,8 +68,6 @@ def main() -> None:
 
 
 def _copy(data_dir: Path, tmp: Path) -> AppConfig:
-    from review import studies, store
-
     source = data_dir / "polypturing.db"
     if not source.is_file():
         raise SystemExit(f"error: no database at {source}; run `make demo-analysis` first")
@@ -69,16 +75,13 @@ def _copy(data_dir: Path, tmp: Path) -> AppConfig:
     shutil.copy2(source, tmp / "data" / "polypturing.db")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "data" / "checkpoints",
                        db_path=tmp / "data" / "polypturing.db", device="cpu")
-    with closing(store.open_db(config.db_path)) as db:
+    with closing(open_db(config.db_path)) as db:
         studies.create_account(db, "bench-admin", "admin", PASSWORD)
     return config
 
 
 def _newest_study(config: AppConfig) -> int:
-    from evaluation.analysis import study_list
-    from review import store
-
-    with closing(store.open_db(config.db_path)) as db:
+    with closing(open_db(config.db_path)) as db:
         listed = study_list(db)
     if not listed:
         raise SystemExit("error: the database has no study; run `make demo-analysis` first")
@@ -86,16 +89,10 @@ def _newest_study(config: AppConfig) -> int:
 
 
 def _server_side(config: AppConfig, study: int, extractor_name: str, repeats: int) -> list[tuple]:
-    from evaluation.analysis import analyse_study, embedding_points, study_images
-    from evaluation.cache import FeatureCache
-    from evaluation.features import get_extractor
-    from evaluation.report import build_figures
-    from review import store
-
     model = get_extractor(extractor_name)
     cache = FeatureCache(config.data_dir / "features")
     timings: dict[str, list[float]] = {}
-    with closing(store.open_db(config.db_path)) as db:
+    with closing(open_db(config.db_path)) as db:
         start = time.perf_counter()
         images = study_images(db, study, model, cache)
         cold = time.perf_counter() - start
@@ -125,7 +122,6 @@ def _server_side(config: AppConfig, study: int, extractor_name: str, repeats: in
 def _over_http(config: AppConfig, study: int, extractor_name: str, repeats: int) -> tuple:
     from gradio_client import Client
 
-    from app import create_app
 
     app = create_app(config).queue()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/embedding.py [--sizes 2000 10000 20000] [--methods ...] [--quick]
 
 Data: a seeded mixture of 10 Gaussian clusters in ``--dims`` (default 2048, Inception's width)
-dimensions, N points, reduced by the project's PCA (``evaluation.embedding.reduce_pca``, 50
+dimensions, N points, reduced by the project's PCA (``evaluation.study.embedding.reduce_pca``, 50
 components) once per N; the PCA time is reported on its own row and is not in the method times.
 Every method then embeds the same 50-d array. Each implementation runs with its own library's
 default iteration counts, as the project calls them:
@@ -53,7 +53,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import numpy as np
 
-from evaluation.embedding import reduce_pca
+from evaluation.study.embedding import reduce_pca
 
 METHODS = ("sklearn", "opentsne", "opentsne-2", "opentsne-fft", "umap")
 LABELS = {

@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import os
 
+from common.device import resolve_device
+from common.labels import LABELS
+from generation.checkpoints import CheckpointNotFound, NotACheckpoint, discover_checkpoints, inspect_checkpoint
+from generation.pipelines import load_pipeline
+from generation.prompts import load_prompts
+from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest, generate
+
 # torch's OpenMP spin-waiting makes CPU work several times slower on small machines (STACK-NOTES).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,9 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from generation.checkpoints import CheckpointNotFound, NotACheckpoint
-    from generation.device import resolve_device
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)
     try:
@@ -146,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _checkpoint(path: Path | None):
     """The checkpoint to time: ``path``, else the highest-step one under assets/demo/."""
-    from generation.checkpoints import CheckpointNotFound, discover_checkpoints, inspect_checkpoint
-
     if path is not None:
         return inspect_checkpoint(path)
     try:
@@ -239,11 +241,6 @@ def _table(rows: list[Row]) -> list[str]:
 
 
 def _demo_section(info, device: torch.device, repeats: int) -> list[str]:
-    from generation.labels import LABELS
-    from generation.pipelines import load_pipeline
-    from generation.prompts import load_prompts
-    from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest, generate
-
     label = LABELS[0]
     prompt = load_prompts().default_prompt(label)
     began = time.perf_counter()

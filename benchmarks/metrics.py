@@ -48,7 +48,7 @@ from evaluation.cache import FeatureCache
 from evaluation.features import extract, get_extractor
 from evaluation.images import load_images
 from evaluation.metrics import MetricOptions, evaluate_sets
-from generation.phantom import LABELS, image_seed, render_phantom
+from generation.phantom.frames import LABELS, image_seed, render_phantom
 
 SIZE = (128, 128)
 BATCH = 16

@@ -24,12 +24,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from app import create_app
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appconfig import AppConfig  # noqa: E402
-from review import store, studies, study_setup, study_store  # noqa: E402
+from database import ratings as rating_store
+from database import studies as study_store
+from database.connection import open_db
+from review import studies, study_setup
 from review.schedule import StudyDesign  # noqa: E402
 from tests.review.conftest import add_images  # noqa: E402
 
@@ -38,7 +43,7 @@ ANSWER = {"real_or_synthetic": "real", "source_confidence": 3, "realism": 4, "pa
 
 def make_study(tmp: Path, raters: int, trials: int) -> tuple[AppConfig, int]:
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "ck", db_path=tmp / "study.db", device="cpu")
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     ids = add_images(db, tmp / "images", n_real=trials, n_synthetic=max(1, trials // 4))
     studies.create_account(db, "admin", "admin", "admin-password")
     admin = studies.sign_in(db, "admin", "admin-password")
@@ -53,7 +58,7 @@ def make_study(tmp: Path, raters: int, trials: int) -> tuple[AppConfig, int]:
 
 
 def rate_in_process(config: AppConfig, study_id: int, user: str, password: str) -> list[float]:
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
         token = studies.sign_in(db, user, password)
         view = studies.next_item(db, token, study_id)
@@ -62,7 +67,7 @@ def rate_in_process(config: AppConfig, study_id: int, user: str, password: str) 
     times = []
     while view is not None:
         start = time.perf_counter()
-        db = store.open_db(config.db_path)  # the app opens a connection per handler call
+        db = open_db(config.db_path)  # the app opens a connection per handler call
         try:
             studies.submit(db, token, study_id, view.trial_id, ANSWER, f"key-{user}-{view.trial_id}")
             view = studies.next_item(db, token, study_id)
@@ -93,8 +98,6 @@ def run(raters: int, trials: int, how: str) -> list[float]:
         users = [(f"r{i:02d}", f"password-{i:02d}") for i in range(raters)]
         app = None
         if how == "http":
-            from app import create_app
-
             app = create_app(config).queue(default_concurrency_limit=2)
             app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         try:
@@ -112,7 +115,7 @@ def run(raters: int, trials: int, how: str) -> list[float]:
 def commit_rates(n: int = 500) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config, study_id = make_study(Path(tmp), 1, 8)
-        db = store.open_db(config.db_path)
+        db = open_db(config.db_path)
         trial_ids = [row["id"] for row in db.query("SELECT id FROM trials")]
         rater = next(db.query("SELECT id FROM raters WHERE username = 'r00'"))["id"]
         # ratings of one trial are refused after the first, so time fresh trials: re-insert after deleting
@@ -122,7 +125,7 @@ def commit_rates(n: int = 500) -> tuple[float, float]:
             if i >= len(trial_ids):
                 with db.atomic():
                     db.execute("DELETE FROM ratings WHERE trial_id = ?", [trial])
-            study_store.insert_rating(db, trial, rater, f"commit-{i:06d}", ANSWER)
+            rating_store.insert_rating(db, trial, rater, f"commit-{i:06d}", ANSWER)
         ours = n / (time.perf_counter() - start)
         db.close()
         bare = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)

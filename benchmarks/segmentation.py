@@ -38,6 +38,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 import numpy as np
 import torch
 
+from common.device import resolve_device
 from evaluation.segmentation import (
     SegmentationSet,
     SegmentationSettings,
@@ -46,8 +47,7 @@ from evaluation.segmentation import (
     parameter_count,
     train_unet,
 )
-from generation.device import resolve_device
-from generation.phantom import LABELS, image_seed, render_phantom
+from generation.phantom.frames import LABELS, image_seed, render_phantom
 
 SIZES = (16, 32, 64, "all")
 

@@ -20,6 +20,10 @@ import numpy as np
 import scipy.linalg
 from scipy.spatial.distance import cdist
 
+from evaluation.cache import CacheError, FeatureCache, features_for
+from evaluation.features import ExtractorUnavailable, get_extractor, resolve_device
+from evaluation.images import ImageSetError, LoadedImages, load_images
+
 logger = logging.getLogger(__name__)
 
 
@@ -403,9 +407,6 @@ def evaluate_sets(real, fake, extractor, cache=None, *, batch_size: int = 16, de
     Raises:
         ImageSetError: If a set is missing or holds no usable image.
     """
-    from evaluation.cache import features_for
-    from evaluation.images import LoadedImages, load_images
-
     sets = {}
     for name, source in (("real", real), ("fake", fake)):
         sets[name] = source if isinstance(source, LoadedImages) else load_images(source, name=name)
@@ -476,10 +477,6 @@ def format_report(report: MetricsReport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for user errors, with a one-line message on stderr)."""
-    from evaluation.cache import CacheError, FeatureCache
-    from evaluation.features import ExtractorUnavailable, get_extractor, resolve_device
-    from evaluation.images import ImageSetError, load_images
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

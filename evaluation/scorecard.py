@@ -16,10 +16,21 @@ from typing import Callable
 
 import numpy as np
 
-from evaluation.cache import FeatureCache, features_for
-from evaluation.images import LoadedImages, load_images
+from common.labels import LABELS
+from database import checkpoints as checkpoint_store
+from database import images as image_store
+from database import masks as mask_store
+from database import metric_results as metric_store
+from database.connection import open_db
+from evaluation.cache import CacheError, FeatureCache, features_for
+from evaluation.diversity import diversity_report
+from evaluation.features import EXTRACTORS, ExtractorUnavailable, get_extractor, resolve_device
+from evaluation.images import ImageSetError, LoadedImages, list_image_files, load_images
+from evaluation.memorisation import memorisation_report
 from evaluation.metrics import MetricOptions, MetricsReport, evaluate_features
-from generation.labels import LABELS
+from evaluation.segmentation import SegmentationError, SegmentationSettings, downstream_segmentation
+from evaluation.utility import augmentation_utility, label_fidelity
+from generation.masks.files import load_mask
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +74,7 @@ def compute_scorecard(
     """Compute and store every metric of every checkpoint (or of ``checkpoint_ids``).
 
     Args:
-        db: The study database (``review.store.open_db``).
+        db: The study database (``database.connection.open_db``).
         extractor: A ``FeatureExtractor`` (``evaluation.features.get_extractor``).
         cache: Feature cache, or None to compute everything.
         settings: Bootstrap, PRDC, diversity and utility settings.
@@ -77,14 +88,12 @@ def compute_scorecard(
     Raises:
         NothingToEvaluate: Without real images of both labels, or without synthetic images.
     """
-    from review import metric_store, store
-
     progress = on_progress or (lambda fraction, text: None)
-    real_rows = store.list_images(db, source="real")
+    real_rows = image_store.list_images(db, source="real")
     if any(sum(row["label"] == label for row in real_rows) < 2 for label in LABELS):
         raise NothingToEvaluate("metrics need at least 2 registered real images of each pathology "
                                 "(python -m review.register --data DIR)")
-    checkpoints = _checkpoints_with_images(db, store, checkpoint_ids)
+    checkpoints = _checkpoints_with_images(db, checkpoint_ids)
     if not checkpoints:
         raise NothingToEvaluate("no checkpoint has stored synthetic images: generate some first (Generate tab)")
     progress(0.0, f"real images: {extractor.name} features")
@@ -97,7 +106,7 @@ def compute_scorecard(
     rows: list[dict] = []
     for number, checkpoint in enumerate(checkpoints, start=1):
         progress(number / (len(checkpoints) + 1), f"checkpoint {checkpoint['name']} (step {checkpoint['step']})")
-        fake = _features(store.list_images(db, source="synthetic", checkpoint_id=checkpoint["id"]), extractor, cache, settings)
+        fake = _features(image_store.list_images(db, source="synthetic", checkpoint_id=checkpoint["id"]), extractor, cache, settings)
         rows += _checkpoint_rows(checkpoint["id"], real, fake, training, extractor, settings)
     metric_store.save_results(db, rows)
     progress(1.0, "done")
@@ -106,20 +115,18 @@ def compute_scorecard(
 
 def _training_files(folder: Path) -> list[Path]:
     """A labelled folder's AD/ and NonAD/ images (not, e.g., a phantom set's masks/), else every image."""
-    from evaluation.images import list_image_files
-
     labelled = [folder / label for label in LABELS if (folder / label).is_dir()]
     if not labelled:
         return list_image_files(folder, name="training_dir")
     return [path for sub in labelled for path in list_image_files(sub, name="training_dir")]
 
 
-def _checkpoints_with_images(db, store, only: list[int] | None) -> list[dict]:
+def _checkpoints_with_images(db, only: list[int] | None) -> list[dict]:
     chosen = []
-    for checkpoint in store.list_checkpoints(db):
+    for checkpoint in checkpoint_store.list_checkpoints(db):
         if only is not None and checkpoint["id"] not in only:
             continue
-        if store.list_images(db, source="synthetic", checkpoint_id=checkpoint["id"]):
+        if image_store.list_images(db, source="synthetic", checkpoint_id=checkpoint["id"]):
             chosen.append(checkpoint)
     return chosen
 
@@ -188,8 +195,6 @@ def _guarded(metric: str, compute, *args) -> dict:
 
 
 def _diversity(real: _Set, fake: _Set, r_mask, f_mask, settings):
-    from evaluation.diversity import diversity_report
-
     report = diversity_report([im for im, keep in zip(fake.loaded.images, f_mask) if keep],
                               [im for im, keep in zip(real.loaded.images, r_mask) if keep],
                               size=settings.diversity_size, n_pairs=settings.diversity_pairs, seed=settings.seed)
@@ -198,8 +203,6 @@ def _diversity(real: _Set, fake: _Set, r_mask, f_mask, settings):
 
 
 def _label_fidelity(real: _Set, fake: _Set, settings, scope: str | None = None):
-    from evaluation.utility import label_fidelity
-
     report = label_fidelity(real.features, real.labels, fake.features, fake.labels, seed=settings.seed)
     part = report if scope is None else report["per_label"].get(scope)
     if part is None:
@@ -209,8 +212,6 @@ def _label_fidelity(real: _Set, fake: _Set, settings, scope: str | None = None):
 
 
 def _augmentation(real: _Set, fake: _Set, settings):
-    from evaluation.utility import augmentation_utility
-
     report = augmentation_utility(real.features, real.labels, fake.features, fake.labels,
                                   n_repeats=settings.utility_repeats, seed=settings.seed)
     diff = report["difference"]["balanced_accuracy"]
@@ -218,8 +219,6 @@ def _augmentation(real: _Set, fake: _Set, settings):
 
 
 def _memorisation(real: _Set, fake: _Set, training, settings):
-    from evaluation.memorisation import memorisation_report
-
     report = memorisation_report(training.features, fake.features, real.features, q=settings.memorisation_q, top_k=20)
     report["pairs"] = [{"fake": fake.loaded.paths[f], "train": training.loaded.paths[t], "distance": float(d)}
                        for f, t, d in report["nearest"]]
@@ -269,20 +268,17 @@ def compute_segmentation_scorecard(db, settings=None, sizes=(16, 32, 64, "all"),
         NothingToEvaluate: Without at least 8 real image+mask pairs, or without a checkpoint that
             has synthetic pairs.
     """
-    from evaluation.segmentation import SegmentationSettings, downstream_segmentation
-    from review import mask_store, metric_store, store
-
     settings = settings or SegmentationSettings()
     progress = on_progress or (lambda fraction, text: None)
     real = _mask_pairs(mask_store.list_masked_images(db, source="real"))
     if len(real) < 8:
         raise NothingToEvaluate(f"the segmentation test needs at least 8 real images with masks, found {len(real)}: "
                                 "python -m review.register --data DIR --masks")
-    checkpoints = [c for c in store.list_checkpoints(db) if (checkpoint_ids is None or c["id"] in checkpoint_ids)
+    checkpoints = [c for c in checkpoint_store.list_checkpoints(db) if (checkpoint_ids is None or c["id"] in checkpoint_ids)
                    and mask_store.list_masked_images(db, source="synthetic", checkpoint_id=c["id"])]
     if not checkpoints:
         raise NothingToEvaluate("no checkpoint has synthetic images with masks: generate image+mask pairs first "
-                                "(python -m generation.mask_sample)")
+                                "(python -m generation.masks.sample)")
     common = dict(sizes=sizes, repeats=repeats, seed=seed, settings=settings, device=device)
     progress(0.0, "real-only baseline")
     baseline = downstream_segmentation(real, (), regimes=("real",), **common)
@@ -318,7 +314,6 @@ def _mask_pairs(rows: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(uint8 RGB image, boolean mask) of stored images with masks, read as their masks were registered."""
     from PIL import Image
 
-    from generation.masks import load_mask
 
     pairs = []
     for row in rows:
@@ -335,14 +330,12 @@ def _size_labels(report) -> Callable[[int], str]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m evaluation.scorecard``: compute and store every metric of every checkpoint; exit status."""
+    # The door's configuration (flags, then environment): read by this entry point only, so the
+    # room's functions never depend on the app above them.
+    from appconfig import build_config
     import argparse
     import sys
 
-    from appconfig import build_config
-    from evaluation.cache import CacheError, FeatureCache
-    from evaluation.features import EXTRACTORS, ExtractorUnavailable, get_extractor, resolve_device
-    from evaluation.images import ImageSetError
-    from review import store
 
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.scorecard",
@@ -364,14 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     flags = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []), *(["--db", str(args.db)] if args.db else [])]
     config = build_config(flags)
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     def report(fraction: float, text: str) -> None:
         logger.info("%3.0f%% %s", 100 * fraction, text)
 
     try:
         if args.segmentation:
-            from evaluation.segmentation import SegmentationError, SegmentationSettings
-
             bad = [size for size in args.sizes if size != "all" and not size.isdigit()]
             if bad:
                 parser.error(f"--sizes: whole numbers or 'all', got {' '.join(bad)}")

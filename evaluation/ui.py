@@ -10,12 +10,10 @@ import gradio as gr
 import plotly.graph_objects as go
 from PIL import Image
 
-from evaluation import figures as figures_mod
-from evaluation.cache import CacheError
-from evaluation.features import ExtractorUnavailable
+from database.metric_results import list_results
+from evaluation.cache import CacheError, FeatureCache
+from evaluation.features import ExtractorUnavailable, get_extractor, resolve_device
 from evaluation.images import ImageSetError
-from evaluation.outcomes import AnalysisError
-from evaluation.segmentation import SegmentationError
 from evaluation.scorecard import (
     ALL_METRICS,
     SCOPES,
@@ -25,9 +23,15 @@ from evaluation.scorecard import (
     compute_scorecard,
     compute_segmentation_scorecard,
 )
-from generation.masks import MaskError
+from evaluation.segmentation import SegmentationError, SegmentationSettings
+from evaluation.study import figures as figures_mod
+from evaluation.study.analysis import analyse_with_embedding, embedding_points, preferred_extractor, study_list
+from evaluation.study.concordance import OUTCOMES
+from evaluation.study.outcomes import STRATA, AnalysisError
+from evaluation.study.report import build_figures, write_bundle
+from generation.masks.files import MaskError
 from generation.ui import user_errors_of
-from review.studies import ReviewError
+from review.studies import Forbidden, NotSignedIn, ReviewError, require_admin
 
 TABLE = ["step", "checkpoint", "scope", "metric", "value", "CI low", "CI high", "n real", "n fake", "extractor", "note", "computed"]
 LOWER_IS_BETTER = {"fid", "kid", "diversity_ms_ssim", "memorisation"}
@@ -68,17 +72,11 @@ def build(services, session) -> None:
         pairs = gr.Gallery(label="synthetic | nearest training image", columns=4, height="auto")
 
     def view(db, name, metric_name, scope_name):
-        from review.metric_store import list_results
-
         rows = list_results(db, name) + list_results(db, SEGMENTATION_EXTRACTOR)
         return _table(rows), _figure(rows, metric_name, scope_name, name), _pairs(rows)
 
     @user_errors
     def on_compute(token, name, training_dir, metric_name, scope_name, progress=gr.Progress()):
-        from evaluation.cache import FeatureCache
-        from evaluation.features import get_extractor, resolve_device
-        from review.studies import require_admin
-
         db = services.db()
         try:
             require_admin(db, token)
@@ -92,8 +90,6 @@ def build(services, session) -> None:
 
     @user_errors
     def on_show(token, name, metric_name, scope_name):
-        from review.studies import require_admin
-
         db = services.db()
         try:
             require_admin(db, token)
@@ -103,10 +99,6 @@ def build(services, session) -> None:
 
     @user_errors
     def on_segment(token, sizes_text, steps, name, metric_name, scope_name, progress=gr.Progress()):
-        from evaluation.features import resolve_device
-        from evaluation.segmentation import SegmentationSettings
-        from review.studies import require_admin
-
         sizes = _sizes(sizes_text)
         with closing(services.db()) as db:
             require_admin(db, token)
@@ -215,9 +207,6 @@ OUTCOME_COLUMNS = ["stratum", "group", "checkpoint_step", "scope", "n_ratings", 
 
 def build_analysis(services, session) -> None:
     """The Analysis tab (admins): one study's ratings against its checkpoints' metrics and features."""
-    from evaluation.concordance import OUTCOMES
-    from evaluation.outcomes import STRATA
-
     gr.Markdown(
         "Expert outcomes per checkpoint and pathology, agreement, expert-vs-metric correlations, the joint "
         "t-SNE/UMAP view and the ranking, for one study. Every figure has a download button (camera icon); "
@@ -264,9 +253,6 @@ def build_analysis(services, session) -> None:
 
     @user_errors
     def on_studies(token):
-        from evaluation.analysis import preferred_extractor, study_list
-        from review.studies import Forbidden, NotSignedIn, require_admin
-
         with closing(services.db()) as db:
             try:
                 require_admin(db, token)
@@ -280,9 +266,6 @@ def build_analysis(services, session) -> None:
     @user_errors
     def on_analyse(token, study_id, extractor_name, stratify_by, method_name, metric_name, outcome_name,
                    progress=gr.Progress()):
-        from evaluation.analysis import analyse_with_embedding
-        from review.studies import require_admin
-
         with closing(services.db()) as db:
             require_admin(db, token)
             view = analyse_with_embedding(db, study_id, extractor_name, stratify_by, method_name,
@@ -303,8 +286,6 @@ def build_analysis(services, session) -> None:
 
     @user_errors
     def on_embedding(view, method_name, panel):
-        from evaluation.analysis import embedding_points
-
         view = _need(view)
         allowed = ["all", *view.analysis.checkpoints]
         if panel not in allowed:
@@ -315,9 +296,6 @@ def build_analysis(services, session) -> None:
 
     @user_errors
     def on_export(token, view, outcome_name, metric_name):
-        from evaluation.report import build_figures, write_bundle
-        from review.studies import require_admin
-
         with closing(services.db()) as db:
             require_admin(db, token)
         view = _need(view)

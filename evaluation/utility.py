@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from statsmodels.stats.proportion import proportion_confint
 
-from generation.labels import LABELS, validate_label
+from common.labels import LABELS, validate_label
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from generation.labels import LABELS
+from common.labels import LABELS
+from generation.prompts import load_prompts
 
 if TYPE_CHECKING:
     import torch
@@ -283,7 +284,6 @@ def load_training_set(source: Path, image_size: int) -> TrainingSet:
 
     import torch
 
-    from generation.prompts import load_prompts
 
     scan = scan_labelled(Path(source))
     for problem in scan.problems:

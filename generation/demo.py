@@ -13,6 +13,9 @@ import logging
 import os
 from pathlib import Path
 
+from generation import train
+from generation.phantom.frames import write_phantom_set
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DEMO_TRAINING = [
@@ -37,9 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from generation import train
-    from generation.phantom import write_phantom_set
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
     if not (args.work / "PHANTOM.json").is_file():

@@ -7,10 +7,10 @@ import logging
 import sys
 from typing import Callable
 
+from common.device import DeviceUnavailable
+from common.labels import UnknownLabel
 from generation.checkpoints import CheckpointNotFound, NotACheckpoint
 from generation.datasets import DatasetError
-from generation.device import DeviceUnavailable
-from generation.labels import UnknownLabel
 from generation.pipelines import CheckpointLoadError
 from generation.prompts import PromptTemplateError
 from generation.sampling import InvalidSetting

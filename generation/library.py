@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from database import checkpoints as checkpoint_store
+from database import images as image_store
 from generation.checkpoints import CheckpointInfo, NotACheckpoint, discover_checkpoints, inspect_checkpoint
 from generation.sampling import SamplingRequest, generate, save_images
 
@@ -47,8 +49,6 @@ def generate_and_record(
         UnknownLabel, InvalidSetting: For out-of-range settings or an unknown label.
         CheckpointNotFound, NotACheckpoint, CheckpointLoadError, TextEncoderMissing: For bad checkpoints.
     """
-    from review import store
-
     request.validated()
     info = _inspect(services, checkpoint)
     with services.pipelines.use(info) as pipe:
@@ -62,7 +62,7 @@ def generate_and_record(
         db = services.db()
         try:
             checkpoint_id = _upsert(db, info)
-            store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
+            image_store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
         finally:
             db.close()
     except BaseException:
@@ -96,9 +96,7 @@ def _inspect(services, checkpoint: str | Path) -> CheckpointInfo:
 
 
 def _upsert(db, info: CheckpointInfo) -> int:
-    from review import store
-
-    return store.upsert_checkpoint(
+    return checkpoint_store.upsert_checkpoint(
         db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
         fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
     )

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from common.device import inference_dtype
 from generation.checkpoints import CheckpointInfo
-from generation.device import inference_dtype
+from generation.model import read_metadata
 from generation.text_encoder import TextEncoderMissing, load_minilm
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,6 @@ def load_pipeline(info: CheckpointInfo, device: torch.device, dtype: torch.dtype
 
 def _text_encoder_extras(folder: Path, dtype: torch.dtype) -> dict:
     """The text encoder and tokenizer to pass in when the folder lists them but does not hold them."""
-    from generation.model import read_metadata
-
     index_file = folder / "model_index.json"
     try:
         index = json.loads(index_file.read_text())

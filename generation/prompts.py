@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from generation.labels import LABELS, validate_label
+from common.labels import LABELS, validate_label
 
 DEFAULT_PROMPTS_FILE = Path(__file__).resolve().parents[1] / "assets" / "prompts.json"
 

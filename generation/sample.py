@@ -15,16 +15,32 @@ import logging
 import os
 from pathlib import Path
 
+from common.device import resolve_device
+from common.labels import validate_label
+from generation.checkpoints import inspect_checkpoint
+from generation.errors import run_cli
+from generation.pipelines import load_pipeline
+from generation.prompts import load_prompts
+from generation.sampling import (
+    DEFAULT_SCHEDULER,
+    PROVENANCE_COLUMNS,
+    SCHEDULERS,
+    InvalidSetting,
+    SamplingRequest,
+    batches,
+    generate,
+    save_images,
+    write_provenance,
+)
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from generation.labels import LABELS
+from common.labels import LABELS
 
 logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS
-
     parser = argparse.ArgumentParser(
         prog="python -m generation.sample",
         description=(
@@ -55,12 +71,6 @@ def main(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from generation.checkpoints import inspect_checkpoint
-    from generation.device import resolve_device
-    from generation.labels import validate_label
-    from generation.pipelines import load_pipeline
-    from generation.prompts import load_prompts
-    from generation.sampling import InvalidSetting, SamplingRequest, batches, generate, save_images, write_provenance
 
     validate_label(args.label)
     if args.batch_size < 1:
@@ -98,8 +108,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _write_part(rows: list[dict], path: Path) -> None:
-    from generation.sampling import PROVENANCE_COLUMNS
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=PROVENANCE_COLUMNS, extrasaction="ignore")
@@ -114,8 +122,6 @@ def _read_part(path: Path) -> list[dict]:
 
 def cli(argv: list[str] | None = None) -> int:
     """The command line: parse ``argv``, run, report user errors as ``error: ...`` with exit status 2."""
-    from generation.errors import run_cli
-
     return run_cli(parse_args, main, argv)
 
 

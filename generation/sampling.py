@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
+from common.labels import validate_label
 from generation.checkpoints import CheckpointInfo
-from generation.labels import validate_label
 
 logger = logging.getLogger(__name__)
 

@@ -19,18 +19,29 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from generation.checkpoints import inspect_checkpoint
+from generation.errors import run_cli
+from generation.pipelines import load_pipeline
+from generation.text_encoder import MAX_LENGTH, PACKAGE, load_minilm
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import torch.nn.functional as F
 
+from common.device import resolve_device
 from generation.datasets import load_training_set
-from generation.device import resolve_device
-from generation.prompts import load_prompts
 from generation.model import (
-    CompactModelConfig, build_noise_scheduler, build_unet, build_vae, cast_copy, config_to_dict, write_metadata,
+    CompactModelConfig,
+    build_noise_scheduler,
+    build_unet,
+    build_vae,
+    cast_copy,
+    config_to_dict,
+    write_metadata,
     write_pipeline_folder,
 )
+from generation.prompts import load_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -156,17 +167,12 @@ class Trainer:
         from diffusers import DDPMScheduler, StableDiffusionPipeline
 
         if self.args.base is not None:
-            from generation.checkpoints import inspect_checkpoint
-            from generation.pipelines import load_pipeline
-
             info = inspect_checkpoint(self.args.base)
             pipe = load_pipeline(info, torch.device("cpu")).to(self.device, torch.float32)
             self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
             self.model_config = None
             self.image_size = self.args.image_size or pipe.unet.config.sample_size * pipe.vae_scale_factor
         else:
-            from generation.text_encoder import load_minilm
-
             self.model_config = CompactModelConfig.tiny() if self.args.tiny else CompactModelConfig()
             if self.args.image_size:
                 self.model_config = CompactModelConfig(**{**config_to_dict(self.model_config), "image_size": self.args.image_size})
@@ -280,8 +286,6 @@ class Trainer:
         logger.info("wrote %s (stage %d)", out, stage)
 
     def _metadata(self, step: int, stage: int) -> dict:
-        from generation.text_encoder import MAX_LENGTH, PACKAGE
-
         book = self.prompts
         return {
             "step": step,
@@ -311,8 +315,6 @@ def main(args: argparse.Namespace) -> int:
 
 def cli(argv: list[str] | None = None) -> int:
     """The command line: parse ``argv``, run, report user errors as ``error: ...`` with exit status 2."""
-    from generation.errors import run_cli
-
     return run_cli(parse_args, main, argv)
 
 

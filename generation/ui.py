@@ -6,8 +6,8 @@ import functools
 
 import gradio as gr
 
+from common.labels import LABEL_NAMES, LABELS
 from generation.errors import USER_ERRORS
-from generation.labels import LABEL_NAMES, LABELS
 from generation.library import generate_and_record
 from generation.prompts import load_prompts
 from generation.sampling import DEFAULT_SCHEDULER, GUIDANCE_RANGE, MAX_SEED, SCHEDULERS, STEPS_RANGE, SamplingRequest

@@ -17,9 +17,11 @@ import getpass
 import sys
 from pathlib import Path
 
-from review import store, studies, study_store
+from database import raters as rater_store
+from database.connection import open_db
+from database.raters import DuplicateName
+from review import studies
 from review.auth import WeakPassword
-from review.study_store import DuplicateName
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,13 +47,15 @@ def _read_password() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
+    # The door's configuration (flags, then environment): read by this entry point only, so the
+    # room's functions never depend on the app above them.
     from appconfig import default_db_path
+    args = _parse_args(argv)
 
-    db = store.open_db(args.db or default_db_path())
+    db = open_db(args.db or default_db_path())
     try:
         if args.command == "list":
-            for row in study_store.list_raters(db):
+            for row in rater_store.list_raters(db):
                 print(f"{row['username']}\t{row['role']}\t{'password' if row['password_hash'] else 'invitation only'}")
         elif args.command == "add":
             studies.create_account(db, args.username, args.role, _read_password())

@@ -16,7 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
-from generation.labels import LABELS, UnknownLabel, validate_label
+from common.labels import LABELS, UnknownLabel, validate_label
 
 MODES: tuple[str, ...] = ("single", "pair")
 SOURCES: tuple[str, ...] = ("real", "synthetic")
@@ -67,7 +67,7 @@ class StudyItem:
     Attributes:
         sha256: The image's identity (sha256 of its file).
         source: ``"real"`` or ``"synthetic"``.
-        label: The pathology shown or generated, one of ``generation.labels.LABELS``.
+        label: The pathology shown or generated, one of ``common.labels.LABELS``.
         checkpoint_id: The checkpoint that generated it; ``None`` for real images.
     """
 

@@ -20,8 +20,11 @@ from pathlib import Path
 
 import sqlite_utils
 
+from database import images as image_store
+from database import masks as mask_store
+from database.connection import open_db
 from generation.datasets import DatasetError, Problem, scan_labelled
-from review import store
+from generation.masks.files import scan_mask_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +50,11 @@ class RegistrationReport:
     masks_added: int | None = None
 
 
-def default_db_path() -> Path:
-    """The app's database: ``$POLYP_DB``, else ``$POLYP_DATA_DIR/polypturing.db``, else the project's ``data/``."""
-    from appconfig import default_db_path as app_default
-
-    return app_default()
-
-
 def register_real_images(db: sqlite_utils.Database, source: Path) -> RegistrationReport:
     """Scan a labelled folder or CSV and store its images as real images, in one transaction.
 
     Args:
-        db: An open study database (``review.store.open_db``).
+        db: An open study database (``database.connection.open_db``).
         source: A folder holding ``AD/`` and/or ``NonAD/``, or a CSV with ``file,label``.
 
     Returns:
@@ -72,7 +68,7 @@ def register_real_images(db: sqlite_utils.Database, source: Path) -> Registratio
     added = 0
     with db.atomic():  # all of a source or none of it
         for file in scan.files:
-            added += store.add_real_image(
+            added += image_store.add_real_image(
                 db,
                 sha256=file.sha256,
                 label=file.label,
@@ -102,21 +98,18 @@ def register_masked_images(
 
     Args:
         db: An open study database.
-        source: See ``generation.masks.scan_mask_pairs`` for the layouts.
-        colour_map, threshold: How to read the masks (see ``generation.masks.load_mask``).
+        source: See ``generation.masks.files.scan_mask_pairs`` for the layouts.
+        colour_map, threshold: How to read the masks (see ``generation.masks.files.load_mask``).
 
     Raises:
         DatasetError: If the folder as a whole is unusable (MaskError for a bad colour map).
     """
-    from generation.masks import scan_mask_pairs
-    from review import mask_store
-
     source = Path(source).resolve()
     scan = scan_mask_pairs(source, colour_map, threshold)
     added = 0
     with db.atomic():
         for pair in scan.pairs:
-            added += store.add_real_image(
+            added += image_store.add_real_image(
                 db, sha256=pair.sha256, label=pair.label, path=str(pair.image_path.resolve()),
                 width=pair.width, height=pair.height, origin=str(source),
             )
@@ -202,13 +195,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    # The door's configuration (flags, then environment): read by this entry point only, so the
+    # room's functions never depend on the app above them.
+    from appconfig import default_db_path
     args = _parse_args(argv)
     # The summary lists every problem; per-file log lines only with --verbose.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     db_path = args.db if args.db is not None else default_db_path()
     try:
-        db = store.open_db(db_path)
+        db = open_db(db_path)
     except (sqlite3.Error, OSError) as error:
         print(f"error: cannot open database {str(db_path)!r}: {error}", file=sys.stderr)
         return 2
@@ -217,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             report = register_masked_images(db, args.data, args.colour_map, args.mask_threshold)
         else:
             report = register_real_images(db, args.data)
-        counts = store.count_images(db)["real"]
+        counts = image_store.count_images(db)["real"]
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,10 +21,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generation.labels import LABELS
+from common.labels import LABELS
 from review.design import (  # noqa: F401  (re-exported: the design and the schedule are used together)
-    ATTENTION_CELL, KINDS, MAX_RUN, MODES, REPEAT_GAP, SIDES, SIZE_RANGE, SOURCES, DesignError, StudyDesign,
-    StudyItem, _check_choice, _check_int, _check_sha256, _reject_duplicates, _rng, select_items,
+    ATTENTION_CELL,
+    KINDS,
+    MAX_RUN,
+    MODES,
+    REPEAT_GAP,
+    SIDES,
+    SIZE_RANGE,
+    SOURCES,
+    DesignError,
+    StudyDesign,
+    StudyItem,
+    _check_choice,
+    _check_int,
+    _check_sha256,
+    _reject_duplicates,
+    _rng,
+    select_items,
 )
 
 

@@ -46,8 +46,13 @@ import numpy as np
 import sqlite_utils
 from PIL import Image
 
-from generation.labels import LABELS
-from review import store, studies, study_setup, study_store
+from common.labels import LABELS
+from database import images as image_store
+from database import raters as rater_store
+from database import studies as study_store
+from database.connection import open_db
+from generation.pipelines import CheckpointLoadError, TextEncoderMissing
+from review import studies, study_setup
 from review.design import StudyDesign, _rng
 from review.presentation import present, read_image
 from review.studies import ReviewError
@@ -383,7 +388,7 @@ def simulate_panel(db: sqlite_utils.Database, data_dir: Path, session: str, name
                           f"the design needs real_per_label >= 2, got {design.real_images_per_label}")
     panel = draw_panel(n_raters, seed)
     passwords = {rater.username: secrets.token_urlsafe(18) for rater in panel}
-    existing = {r.username for r in panel if study_store.get_rater_by_username(db, r.username) is not None}
+    existing = {r.username for r in panel if rater_store.get_rater_by_username(db, r.username) is not None}
     created = study_setup.create_study(db, data_dir, session, name, design,
                                        [RaterSpec(u, p) for u, p in passwords.items()], simulated=True)
     for username in sorted(existing):  # their old passwords are unknown (random): set new ones
@@ -407,7 +412,7 @@ def simulate_panel(db: sqlite_utils.Database, data_dir: Path, session: str, name
 def study_cues(db: sqlite_utils.Database, study_id: int, size: int) -> dict[str, ImageCues | None]:
     """Cues for every image of a study (``None`` for attention cards), fitted on its real images."""
     rows = study_store.study_images(db, study_id)
-    descriptors = {row["sha256"]: image_descriptors(store.get_image(db, row["sha256"])["path"], size)
+    descriptors = {row["sha256"]: image_descriptors(image_store.get_image(db, row["sha256"])["path"], size)
                    for row in rows if row["role"] != "attention"}
     real = [row for row in rows if row["role"] == "real"]
     fitted = fit_cues({row["sha256"]: descriptors[row["sha256"]] for row in real},
@@ -463,8 +468,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    from appconfig import build_config
-
+    # The door's configuration (flags, then environment): read by this entry point only, so the
+    # room's functions never depend on the app above them.
+    from appconfig import Services, build_config
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     flags = [arg for flag, value in (("--db", args.db), ("--data-dir", args.data_dir)) if value
@@ -484,9 +490,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config, args: argparse.Namespace) -> list[dict]:
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
-        real = store.count_images(db)["real"]
+        real = image_store.count_images(db)["real"]
         if min(real.values()) < 2:
             counts = ", ".join(f"{label} {n}" for label, n in real.items())
             raise ReviewError(f"{config.db_path} holds too few real images ({counts}; at least 2 per label): "
@@ -494,8 +500,6 @@ def _run(config, args: argparse.Namespace) -> list[dict]:
         session = _admin_session(db)
     finally:
         db.close()
-    from appconfig import Services
-    from generation.pipelines import CheckpointLoadError, TextEncoderMissing
 
     services = Services(config)
     paths = [str(p) for p in args.checkpoints] if args.checkpoints else _demo_checkpoints(services)
@@ -511,7 +515,7 @@ def _run(config, args: argparse.Namespace) -> list[dict]:
             name = f"Simulated panel ({mode}{f', seed {args.seed}' if args.seed else ''}) — {where}"
             if _existing(db, name):
                 continue
-            per_label = store.count_images(db)["real"]
+            per_label = image_store.count_images(db)["real"]
             design = StudyDesign(mode=mode, checkpoint_ids=tuple(ids), images_per_cell=args.per_label,
                                  real_per_label=min(args.per_label * len(ids), *per_label.values()),
                                  ratings_per_image=min(3, args.raters), repeats=3, attention_checks=3,
@@ -525,7 +529,7 @@ def _run(config, args: argparse.Namespace) -> list[dict]:
 def _admin_session(db: sqlite_utils.Database) -> str:
     """Sign in the simulated admin ``sim-admin``, creating it, with a fresh random password."""
     password = secrets.token_urlsafe(18)
-    admin = study_store.get_rater_by_username(db, ADMIN_USERNAME)
+    admin = rater_store.get_rater_by_username(db, ADMIN_USERNAME)
     if admin is None:
         studies.create_account(db, ADMIN_USERNAME, "admin", password, simulated=True)
     elif not admin["simulated"] or admin["role"] != "admin":

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import sqlite_utils
 
-from review import auth, study_store
+from database import raters as rater_store
+from database import ratings as rating_store
+from database import studies as study_store
+from review import auth
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +79,14 @@ def create_account(db: sqlite_utils.Database, username: str, role: str = "rater"
     if role == "admin" and not password:
         raise ReviewError("an admin account needs a password")
     hashed = auth.hash_password(password) if password else None
-    return study_store.create_rater(db, username, role, hashed, simulated)
+    return rater_store.create_rater(db, username, role, hashed, simulated)
 
 
 def set_password(db: sqlite_utils.Database, username: str, password: str) -> None:
-    rater = study_store.get_rater_by_username(db, _clean_username(username))
+    rater = rater_store.get_rater_by_username(db, _clean_username(username))
     if rater is None:
         raise ReviewError(f"no account named {username!r}")
-    study_store.set_password_hash(db, rater["id"], auth.hash_password(password))
+    rater_store.set_password_hash(db, rater["id"], auth.hash_password(password))
 
 
 def sign_in(db: sqlite_utils.Database, username: str, password: str) -> str:
@@ -92,7 +95,7 @@ def sign_in(db: sqlite_utils.Database, username: str, password: str) -> str:
     Raises:
         NotSignedIn: For an unknown user or a wrong password (the same message for both).
     """
-    rater = study_store.get_rater_by_username(db, (username or "").strip())
+    rater = rater_store.get_rater_by_username(db, (username or "").strip())
     if rater is None or not auth.verify_password(password or "", rater["password_hash"]):
         raise NotSignedIn("unknown username or wrong password")
     return _new_session(db, rater["id"])
@@ -104,7 +107,7 @@ def redeem_invitation(db: sqlite_utils.Database, invitation: str) -> tuple[str, 
     Raises:
         NotSignedIn: For a token that was never issued (forged, mistyped) or has expired.
     """
-    row = study_store.get_invitation(db, auth.token_hash(invitation or ""))
+    row = rater_store.get_invitation(db, auth.token_hash(invitation or ""))
     if row is None:
         raise NotSignedIn("this invitation link is not valid: check that it was copied whole, "
                           "or ask the study's organiser for a new one")
@@ -120,7 +123,7 @@ def account(db: sqlite_utils.Database, session: str | None) -> Account:
     Raises:
         NotSignedIn: If the token is missing, unknown or expired.
     """
-    rater = study_store.session_rater(db, auth.token_hash(session)) if session else None
+    rater = rater_store.session_rater(db, auth.token_hash(session)) if session else None
     if rater is None:
         raise NotSignedIn("please sign in (your session is missing or has expired)")
     return Account(rater["id"], rater["username"], rater["role"], rater["profile_at"] is None,
@@ -145,7 +148,7 @@ def save_profile(db: sqlite_utils.Database, session: str, specialty: str, years:
         raise ReviewError(f"years of practice must be a whole number from 0 to 70, got {years!r}")
     if colonoscopies not in COLONOSCOPY_BANDS:
         raise ReviewError(f"colonoscopies must be one of {', '.join(COLONOSCOPY_BANDS)}, got {colonoscopies!r}")
-    study_store.set_profile(db, who.id, specialty.strip(), int(years), colonoscopies)
+    rater_store.set_profile(db, who.id, specialty.strip(), int(years), colonoscopies)
 
 
 COLONOSCOPY_BANDS: tuple[str, ...] = ("none", "<100", "100-500", "500-1000", "1000-5000", ">5000")
@@ -153,7 +156,7 @@ COLONOSCOPY_BANDS: tuple[str, ...] = ("none", "<100", "100-500", "500-1000", "10
 
 def _new_session(db: sqlite_utils.Database, rater_id: int) -> str:
     token = auth.new_token()
-    study_store.add_session(db, auth.token_hash(token), rater_id, auth.expiry(auth.SESSION_DAYS))
+    rater_store.add_session(db, auth.token_hash(token), rater_id, auth.expiry(auth.SESSION_DAYS))
     return token
 
 
@@ -237,7 +240,7 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
         if isinstance(response_ms, bool) or not isinstance(response_ms, int) or response_ms < 0:
             raise ReviewError(f"response_ms must be a non-negative integer, got {response_ms!r}")
         clean["response_ms"] = response_ms
-    stored, existing = study_store.insert_rating(db, trial["id"], who.id, key, clean)
+    stored, existing = rating_store.insert_rating(db, trial["id"], who.id, key, clean)
     if not stored and existing["trial_id"] != trial["id"]:
         raise ReviewError("this submit key was already used for another trial")
     return stored
@@ -286,7 +289,7 @@ def personal_summary(db: sqlite_utils.Database, session: str, study_id: int) -> 
     rated, total = study_store.rater_progress(db, study_id, who.id)
     if rated < total:
         raise ReviewError(f"the summary is shown after the last image ({rated} of {total} rated)")
-    rows = [row for row in study_store.rater_ratings(db, study_id, who.id) if row["kind"] == "normal"]
+    rows = [row for row in rating_store.rater_ratings(db, study_id, who.id) if row["kind"] == "normal"]
     if study["mode"] == "single":
         correct = sum(row["real_or_synthetic"] == row["left_role"] for row in rows)
         called = [row for row in rows if row["pathology"] != "cannot tell"]
@@ -330,7 +333,7 @@ def export_csv(db: sqlite_utils.Database, session: str, study_id: int) -> str:
     require_admin(db, session)
     if study_store.get_study(db, int(study_id)) is None:
         raise ReviewError(f"no study with id {study_id}")
-    rows = study_store.export_rows(db, int(study_id))
+    rows = rating_store.export_rows(db, int(study_id))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()

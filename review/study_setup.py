@@ -14,8 +14,17 @@ from pathlib import Path
 
 import sqlite_utils
 
-from review import auth, store, study_store
+from database import images as image_store
+from database import masks as mask_store
+from database import raters as rater_store
+from database import studies as study_store
+from generation.library import generate_and_record, record_checkpoint
+from generation.masks.files import load_mask
+from generation.prompts import load_prompts
+from generation.sampling import SamplingRequest
+from review import auth
 from review.attention import write_attention_images
+from review.audit import audit_files
 from review.presentation import PresentationSettings, present_file
 from review.schedule import DesignError, StudyDesign, StudyItem, make_schedules, select_items
 from review.studies import ReviewError, create_account, require_admin
@@ -59,9 +68,9 @@ def create_study(
     if not raters:
         raise ReviewError("name at least one rater (one username per line)")
     rater_ids = {spec.username: _rater_id(db, spec, simulated) for spec in raters}
-    synthetic = [_item(row) for row in store.list_images(db, source="synthetic")
+    synthetic = [_item(row) for row in image_store.list_images(db, source="synthetic")
                  if row["checkpoint_id"] in design.checkpoint_ids]
-    real = [_item(row) for row in store.list_images(db, source="real")]
+    real = [_item(row) for row in image_store.list_images(db, source="real")]
     masks = _masks(db) if design.show_masks else None
     if masks is not None:  # only images whose mask can be outlined
         synthetic = [item for item in synthetic if item.sha256 in masks]
@@ -95,19 +104,17 @@ def new_invitation(db: sqlite_utils.Database, session: str, study_id: int, usern
                    days: float = auth.INVITATION_DAYS) -> str:
     """A fresh invitation token for a rater of a study (admin only); the link is ``/?invite=TOKEN``."""
     require_admin(db, session)
-    rater = study_store.get_rater_by_username(db, username)
+    rater = rater_store.get_rater_by_username(db, username)
     if rater is None or not study_store.is_study_rater(db, study_id, rater["id"]):
         raise ReviewError(f"{username!r} is not a rater of study {study_id}")
     token = auth.new_token()
-    study_store.add_invitation(db, auth.token_hash(token), study_id, rater["id"], auth.expiry(days))
+    rater_store.add_invitation(db, auth.token_hash(token), study_id, rater["id"], auth.expiry(days))
     return token
 
 
 def audit_study(db: sqlite_utils.Database, session: str, study_id: int,
                 threshold: float = AUDIT_THRESHOLD) -> dict:
     """Run the blinding audit on a study's real and synthetic images and store it."""
-    from review.audit import audit_files
-
     require_admin(db, session)
     study = _study(db, study_id)
     rows = study_store.study_images(db, study_id)
@@ -171,7 +178,7 @@ def _study(db, study_id) -> dict:
 
 def _rater_id(db, spec: RaterSpec, simulated: bool) -> int:
     """The rater's id, creating the account if new; simulated and real raters never share a study."""
-    existing = study_store.get_rater_by_username(db, spec.username.strip())
+    existing = rater_store.get_rater_by_username(db, spec.username.strip())
     if existing is not None:
         if bool(existing["simulated"]) != bool(simulated):
             what, study = ("a simulated", "a real") if existing["simulated"] else ("a real", "a simulated")
@@ -196,8 +203,6 @@ def _attention_images(data_dir: Path, design: StudyDesign) -> dict[str, Path]:
 
 def _masks(db) -> dict[str, dict]:
     """Every stored mask row by image sha256 (for studies that outline masks)."""
-    from review import mask_store
-
     return {row["sha256"]: row for row in mask_store.list_masked_images(db)}
 
 
@@ -213,7 +218,7 @@ def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
             if sha in attention:
                 meta = {"role": "attention", "label": None, "checkpoint_id": None, "path": str(attention[sha])}
             else:
-                image = store.get_image(db, sha)
+                image = image_store.get_image(db, sha)
                 meta = {"role": image["source"], "label": image["label"],
                         "checkpoint_id": image["checkpoint_id"], "path": image["path"]}
             token = auth.new_token()
@@ -235,8 +240,6 @@ def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
 
 
 def _read_mask(row: dict):
-    from generation.masks import load_mask
-
     reading = row.get("reading") or {}
     mask, _ = load_mask(Path(row["mask_path"]), reading.get("colour_map"), reading.get("threshold"))
     return mask
@@ -256,10 +259,6 @@ def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: i
     ``generate`` true, the shortfall is generated with the default prompt and sampler, seeds
     continuing after the images already stored.
     """
-    from generation.library import generate_and_record, record_checkpoint
-    from generation.prompts import load_prompts
-    from generation.sampling import SamplingRequest
-
     if not checkpoint_paths:
         raise ReviewError("choose at least one checkpoint")
     book = load_prompts()
@@ -270,7 +269,7 @@ def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: i
         for label in ("AD", "NonAD"):
             db = services.db()
             try:
-                have = len(store.list_images(db, source="synthetic", label=label, checkpoint_id=checkpoint_id))
+                have = len(image_store.list_images(db, source="synthetic", label=label, checkpoint_id=checkpoint_id))
             finally:
                 db.close()
             if have >= per_label or not generate:

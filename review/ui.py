@@ -13,13 +13,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from database import studies as study_store
+from database.raters import DuplicateName
 from generation.errors import USER_ERRORS
 from generation.ui import checkpoint_choices, user_errors_of
-from review import studies, study_setup, study_store
+from review import studies, study_setup
 from review.auth import WeakPassword
 from review.design import DesignError, StudyDesign
 from review.studies import ARTIFACTS, COLONOSCOPY_BANDS, MASK_FIT, NotSignedIn, ReviewError
-from review.study_store import DuplicateName
 
 SPECIALTIES = ["gastroenterology", "surgery", "pathology", "gastroenterology fellow / trainee", "endoscopy nurse", "other"]
 SCALE = [str(i) for i in range(1, 6)]

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from generation import train  # noqa: E402  (after the environment above: OpenMP reads it when torch loads)
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "real-sample"
 
@@ -31,8 +33,6 @@ def write_labelled_folder(root: Path, per_label: int = 4, size: tuple[int, int] 
 
 def train_tiny(data: Path, out: Path, *extra: str) -> Path:
     """Run the real trainer on a tiny model: 2 autoencoder steps, 2 steps of each stage."""
-    from generation import train
-
     args = train.parse_args([
         "--data", str(data), "--out", str(out), "--tiny", "--vae-steps", "2", "--stage1-steps", "2",
         "--stage2-steps", "2", "--checkpoint-every", "2", "--batch-size", "4", "--device", "cpu", *extra,
@@ -92,3 +92,18 @@ def make_tiny_sd(out: Path) -> Path:
     folder = out / "tiny-sd"
     pipe.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """``tiny_family(name)``: the tiny random pipeline folder of a family (``tests.tiny_pipelines.BUILDERS``), built once."""
+    from tests.tiny_pipelines import BUILDERS
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = BUILDERS[name](tmp_path_factory.mktemp(f"tiny-{name}"))
+        return built[name]
+
+    return get

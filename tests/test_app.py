@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from app import create_app
 from appconfig import AppConfig
+from database.connection import open_db
+from database.images import count_images, list_images
 from tests.conftest import REPO
 
 
@@ -17,7 +20,6 @@ from tests.conftest import REPO
 def served(tmp_path_factory, tiny_run):
     from gradio_client import Client
 
-    from app import create_app
 
     data = tmp_path_factory.mktemp("appdata")
     config = AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "study.db", device="cpu", demo_dir=tiny_run)
@@ -55,8 +57,6 @@ def test_prompt_is_prefilled_from_the_pathology_template(served):
 
 
 def test_generate_stores_images_with_provenance(served, tiny_run):
-    from review.store import list_images, open_db
-
     config, client = served
     gallery, table = client.predict(str(tiny_run / "checkpoint-4"), "AD", "colonoscopy image of an adenomatous polyp", "",
                                     2, 3, 2, 2.0, "ddim", api_name="/generate")
@@ -72,8 +72,6 @@ def test_generate_stores_images_with_provenance(served, tiny_run):
 
 
 def _count(config):
-    from review.store import count_images, open_db
-
     db = open_db(config.db_path)
     try:
         return count_images(db)
@@ -98,12 +96,13 @@ def test_bad_input_is_shown_as_an_error_and_stores_nothing(served, tiny_run, che
 
 def test_plain_modules_do_not_import_gradio():
     code = ("import sys; import evaluation.metrics, evaluation.scorecard, evaluation.utility, evaluation.memorisation, "
-            "evaluation.diversity, evaluation.analysis, evaluation.outcomes, evaluation.concordance, evaluation.agreement, "
-            "evaluation.ranking, evaluation.embedding, evaluation.figures, evaluation.report, review.simulate, "
-            "evaluation.segmentation, generation.masks, generation.mask_shapes, review.mask_store, "
-            "generation.sampling, generation.train, generation.library, review.store, "
+            "evaluation.diversity, evaluation.study.analysis, evaluation.study.outcomes, evaluation.study.concordance, "
+            "evaluation.study.agreement, evaluation.study.ranking, evaluation.study.embedding, evaluation.study.figures, "
+            "evaluation.study.report, review.simulate, evaluation.segmentation, generation.masks.files, "
+            "generation.masks.shapes, database.masks, generation.sampling, generation.train, generation.library, "
+            "database.images, database.checkpoints, database.connection, database.studies, database.ratings, "
             "review.register, review.studies, review.study_setup, review.schedule, review.audit, review.presentation, "
-            "review.accounts, review.kiosk, review.kiosk_pools, review.kiosk_results, review.kiosk_store, appconfig; "
+            "review.accounts, review.kiosk.game, review.kiosk.pools, review.kiosk.results, database.kiosk, appconfig; "
             "assert 'gradio' not in sys.modules, 'gradio imported'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

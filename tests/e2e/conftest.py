@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from app import create_app
 from appconfig import AppConfig
 
 CHROMIUM_ARGS = [
@@ -59,8 +60,6 @@ def app_config(tmp_path_factory) -> AppConfig:
 @pytest.fixture(scope="module")
 def served_app(app_config):
     """The whole app served on a free local port; yields its URL."""
-    from app import create_app
-
     app = create_app(app_config).queue()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), show_error=True, quiet=True)
     try:

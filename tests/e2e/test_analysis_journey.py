@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.evaluation.simulated_study import make_simulated_study
+from tests.evaluation.study.simulated_study import make_simulated_study
 from tests.review.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e

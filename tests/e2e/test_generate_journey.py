@@ -6,6 +6,9 @@ import re
 
 import pytest
 
+from database.connection import open_db
+from database.images import count_images
+
 pytestmark = pytest.mark.e2e
 
 GENERATION_TIMEOUT_MS = 60_000
@@ -14,7 +17,6 @@ GENERATION_TIMEOUT_MS = 60_000
 def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, app_config, tmp_path):
     from playwright.sync_api import expect
 
-    from review.store import count_images, open_db
 
     page.goto(served_app)
     page.get_by_role("tab", name="Generate").click()

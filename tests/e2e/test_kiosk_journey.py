@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from appconfig import AppConfig
-from review import kiosk_store, store
-from review.kiosk_pools import default_pools_dir, write_pools
+from database import images as image_store
+from database import kiosk as kiosk_store
+from database.connection import open_db
+from review.kiosk import game as kiosk
+from review.kiosk import ui as kiosk_ui
+from review.kiosk.pools import default_pools_dir, write_pools
 from tests.conftest import REPO
 from tests.e2e.conftest import _free_port
 from tests.review.conftest import add_images
@@ -27,8 +31,6 @@ IDLE_S = 2.0
 
 
 def _serve(config: AppConfig, idle_s: float):
-    from review import kiosk_ui
-
     app = kiosk_ui.build(config, idle_s=idle_s).queue()
     app.launch(prevent_thread_lock=True, quiet=True, **{**kiosk_ui.launch_options(config), "server_name": "127.0.0.1"})
     return app
@@ -40,9 +42,9 @@ def kiosk_app(tmp_path_factory):
     data = tmp_path_factory.mktemp("kiosk-data")
     config = AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "study.db", device="cpu",
                        port=_free_port(), host="0.0.0.0")  # the QR code shows the LAN address; served on loopback
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     add_images(db, tmp_path_factory.mktemp("kiosk-images"), n_real=6, n_synthetic=3, checkpoints=2)
-    write_pools(default_pools_dir(data), store.list_images(db, source="real"), store.list_images(db, source="synthetic"))
+    write_pools(default_pools_dir(data), image_store.list_images(db, source="real"), image_store.list_images(db, source="synthetic"))
     db.close()
     app = _serve(config, IDLE_S)
     try:
@@ -161,8 +163,6 @@ def test_the_presenter_view_shows_live_results_and_a_qr_code(kiosk_page, kiosk_a
 @pytest.mark.skipif(os.environ.get("POLYP_SCREENSHOTS") != "1", reason="set POLYP_SCREENSHOTS=1 to rewrite docs/kiosk-*.png")
 def test_screenshots_of_the_embedded_demo(browser, tmp_path):
     """The embedded demo's pools (built here, on the CPU), at 1920x1080 and at a phone's size."""
-    from review import kiosk
-
     data = tmp_path / "demo"
     assert kiosk.main(["--data-dir", str(data), "pools", "--per-label", "6", "--device", "cpu"]) == 0
     config = AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "polypturing.db",

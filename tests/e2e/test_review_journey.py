@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from review import store, studies, study_setup, study_store
+from database import studies as study_store
+from database.connection import open_db
+from review import studies, study_setup
 from review.schedule import StudyDesign
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
@@ -19,7 +21,7 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def seeded(app_config, tmp_path_factory):
     """Phantom images (real and two fake checkpoints), an admin, and two open studies for rater 'dana'."""
-    db = store.open_db(app_config.db_path)
+    db = open_db(app_config.db_path)
     ids = add_images(db, tmp_path_factory.mktemp("review-images"), n_real=8, n_synthetic=3)
     studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
     admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
@@ -81,7 +83,7 @@ def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, see
         _keys(page, ["1", "5", "1", "2", "Enter"])  # left is synthetic, confidence 5, AD, Non-AD
     expect(page.get_by_text(f"Image 4 of {pairs}")).to_be_visible(timeout=TIMEOUT_MS)
 
-    db = store.open_db(app_config.db_path)
+    db = open_db(app_config.db_path)
     try:
         rows = {r["study_id"]: r for r in db.query(
             "SELECT trials.study_id, count(*) AS n, min(realism) AS realism, min(synthetic_choice) AS choice,"
@@ -109,7 +111,7 @@ def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, se
     invitations = page.get_by_role("grid", name=re.compile("^Invitations"))
     expect(invitations.get_by_role("gridcell", name="erin", exact=True)).to_be_visible(timeout=120_000)
 
-    db = store.open_db(app_config.db_path)
+    db = open_db(app_config.db_path)
     study_id = next(db.query("SELECT id FROM studies WHERE name = 'booth pilot'"))["id"]
     db.close()
     page.get_by_label("Study id").fill(str(study_id))

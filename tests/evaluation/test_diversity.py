@@ -8,8 +8,15 @@ import torch
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from evaluation.diversity import (
-    STANDARD_BETAS, InvalidImage, TooFewImages, betas_for_size, diversity_report, ms_ssim_diversity, preprocess,
-    sample_pairs, scales_for_size,
+    STANDARD_BETAS,
+    InvalidImage,
+    TooFewImages,
+    betas_for_size,
+    diversity_report,
+    ms_ssim_diversity,
+    preprocess,
+    sample_pairs,
+    scales_for_size,
 )
 
 SIZE = 48  # three scales; keeps every test well under a second

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from app import create_app
 from appconfig import AppConfig
-from review import metric_store, store, studies
+from database import metric_results as metric_store
+from database.connection import open_db
+from review import studies
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 
@@ -13,11 +16,10 @@ from tests.review.conftest import ADMIN_PASSWORD, add_images
 def served(tmp_path_factory):
     from gradio_client import Client
 
-    from app import create_app
 
     tmp = tmp_path_factory.mktemp("evaluate")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     add_images(db, tmp / "images", n_real=6, n_synthetic=4, checkpoints=2)
     studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
     studies.create_account(db, "rita", "rater", "rita-password")
@@ -45,7 +47,7 @@ def test_admin_computes_and_reads_metrics_raters_cannot(served):
                                         "augmentation_utility", "diversity_ms_ssim", "memorisation"}
     assert {row[0] for row in rows} == {100, 200}  # both checkpoints, by step
     assert plot is not None
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
         stored = metric_store.list_results(db, "efficientnet")
     finally:

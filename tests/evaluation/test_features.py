@@ -11,7 +11,12 @@ import torch
 
 from evaluation.cache import CacheError, FeatureCache, features_for
 from evaluation.features import (
-    EXTRACTORS, ExtractorUnavailable, efficientnet_weights_path, extract, get_extractor, inception_weights_path,
+    EXTRACTORS,
+    ExtractorUnavailable,
+    efficientnet_weights_path,
+    extract,
+    get_extractor,
+    inception_weights_path,
     load_dinov2,
 )
 from evaluation.images import load_images

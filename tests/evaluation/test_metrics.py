@@ -15,8 +15,16 @@ from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
 from evaluation.features import extract
 from evaluation.metrics import (
-    MetricOptions, MetricsReport, TooFewSamples, _poly_mmd, evaluate_features, fid, fid_bootstrap,
-    frechet_distance, kid, prdc,
+    MetricOptions,
+    MetricsReport,
+    TooFewSamples,
+    _poly_mmd,
+    evaluate_features,
+    fid,
+    fid_bootstrap,
+    frechet_distance,
+    kid,
+    prdc,
 )
 from tests.evaluation.conftest import random_images
 

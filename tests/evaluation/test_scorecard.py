@@ -6,9 +6,11 @@ import shutil
 
 import pytest
 
+from database import images as image_store
+from database import metric_results as metric_store
+from database.connection import open_db
 from evaluation.cache import FeatureCache
 from evaluation.scorecard import ALL_METRICS, NothingToEvaluate, ScorecardSettings, compute_scorecard
-from review import metric_store, store
 from tests.evaluation.conftest import make_tiny_extractor
 from tests.review.conftest import add_images
 
@@ -17,7 +19,7 @@ FAST = ScorecardSettings(n_boot=10, diversity_pairs=10, diversity_size=64, utili
 
 @pytest.fixture
 def db_with_images(tmp_path):
-    db = store.open_db(tmp_path / "study.db")
+    db = open_db(tmp_path / "study.db")
     ids = add_images(db, tmp_path / "images", n_real=8, n_synthetic=6, checkpoints=2)
     yield db, ids, tmp_path
     db.close()
@@ -27,7 +29,7 @@ def test_every_metric_is_stored_per_checkpoint_and_scope(db_with_images):
     db, ids, tmp = db_with_images
     train = tmp / "train"  # pretend the first checkpoint was trained on (copies of) its own outputs
     train.mkdir()
-    for row in store.list_images(db, source="synthetic", checkpoint_id=ids[0]):
+    for row in image_store.list_images(db, source="synthetic", checkpoint_id=ids[0]):
         shutil.copy(row["path"], train)
     rows = compute_scorecard(db, make_tiny_extractor(), FeatureCache(tmp / "cache"), FAST, training_dir=train)
     stored = metric_store.list_results(db)
@@ -62,6 +64,6 @@ def test_a_second_run_reuses_cached_features_and_replaces_results(db_with_images
 
 
 def test_nothing_to_evaluate_is_a_clear_error(tmp_path):
-    db = store.open_db(tmp_path / "empty.db")
+    db = open_db(tmp_path / "empty.db")
     with pytest.raises(NothingToEvaluate, match="real images"):
         compute_scorecard(db, make_tiny_extractor(), None, FAST)

@@ -28,7 +28,7 @@ from evaluation.segmentation import (
     split_test,
     train_unet,
 )
-from generation.phantom import LABELS, render_phantom
+from generation.phantom.frames import LABELS, render_phantom
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = SegmentationSettings(size=32, width=8, depth=2, steps=2, batch_size=4, n_boot=50)

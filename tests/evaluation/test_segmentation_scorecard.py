@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from database import metric_results as metric_store
+from database.connection import open_db
 from evaluation.scorecard import SEGMENTATION_EXTRACTOR, NothingToEvaluate, compute_segmentation_scorecard
 from evaluation.segmentation import SegmentationSettings
-from review import metric_store, store
 from tests.review.conftest import add_images, add_phantom_masks
 
 TINY = SegmentationSettings(size=16, width=4, depth=2, steps=6, batch_size=4, n_boot=50)
 
 
 def test_every_checkpoint_with_pairs_gets_dice_iou_and_gain_rows(tmp_path):
-    db = store.open_db(tmp_path / "study.db")
+    db = open_db(tmp_path / "study.db")
     ids = add_images(db, tmp_path / "images", n_real=8, n_synthetic=3, checkpoints=2)
     add_phantom_masks(db, tmp_path / "masks")
     rows = compute_segmentation_scorecard(db, TINY, sizes=(4, "all"), seed=1)
@@ -33,7 +34,7 @@ def test_every_checkpoint_with_pairs_gets_dice_iou_and_gain_rows(tmp_path):
 
 
 def test_without_masks_the_test_says_what_to_do(tmp_path):
-    db = store.open_db(tmp_path / "study.db")
+    db = open_db(tmp_path / "study.db")
     add_images(db, tmp_path / "images", n_real=8, n_synthetic=3, checkpoints=1)
     with pytest.raises(NothingToEvaluate, match="at least 8 real images with masks, found 0"):
         compute_segmentation_scorecard(db, TINY)

@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from common.labels import UnknownLabel
 from evaluation.utility import (
-    InvalidFeatures, TooFewSamples, augmentation_utility, corrected_t_interval, label_fidelity, wilson_interval,
+    InvalidFeatures,
+    TooFewSamples,
+    augmentation_utility,
+    corrected_t_interval,
+    label_fidelity,
+    wilson_interval,
 )
-from generation.labels import UnknownLabel
 
 DIM = 8
 

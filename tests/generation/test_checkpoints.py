@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from generation.checkpoints import CheckpointNotFound, NotACheckpoint, discover_checkpoints, fingerprint, inspect_checkpoint
+from generation.checkpoints import (
+    CheckpointNotFound,
+    NotACheckpoint,
+    discover_checkpoints,
+    fingerprint,
+    inspect_checkpoint,
+)
 from generation.pipelines import CheckpointLoadError, PipelineCache, load_pipeline
 from generation.sampling import SamplingRequest, generate
 from generation.text_encoder import TextEncoderMissing

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from database import checkpoints as checkpoint_store
+from database import images as image_store
+from database import masks as mask_store
+from database.connection import open_db
+from generation.masks.files import mask_to_image
+from generation.phantom.frames import render_phantom
+from review import studies
+
 ADMIN_PASSWORD = "admin-password-1"
 
 
 def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoints: int = 2) -> list[int]:
     """Phantoms stored as real images (per label) and as synthetic images of ``checkpoints`` checkpoints."""
-    from generation.phantom import render_phantom
-    from review import store
-
     folder.mkdir(parents=True, exist_ok=True)
 
     def write(name: str, label: str, seed: int) -> tuple[str, Path]:
@@ -25,10 +30,10 @@ def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoi
     for label in ("AD", "NonAD"):
         for i in range(n_real):
             sha, path = write(f"real-{label}-{i}", label, 1000 + i)
-            store.add_real_image(db, sha256=sha, label=label, path=str(path), width=64, height=64)
+            image_store.add_real_image(db, sha256=sha, label=label, path=str(path), width=64, height=64)
     ids = []
     for c in range(checkpoints):
-        cid = store.upsert_checkpoint(db, path=f"/ckpt/{c}", name=f"checkpoint-{(c + 1) * 100}", step=(c + 1) * 100,
+        cid = checkpoint_store.upsert_checkpoint(db, path=f"/ckpt/{c}", name=f"checkpoint-{(c + 1) * 100}", step=(c + 1) * 100,
                                       stage=2, kind="pipeline", fingerprint=f"fp{c}")
         ids.append(cid)
         rows = []
@@ -38,19 +43,15 @@ def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoi
                 rows.append({"sha256": sha, "label": label, "path": str(path), "width": 64, "height": 64,
                              "checkpoint_id": cid, "prompt": f"{label} polyp", "negative_prompt": "", "seed": i,
                              "scheduler": "dpm++", "steps": 20, "guidance": 3.0, "seconds": 0.1})
-        store.add_synthetic_images(db, rows)
+        image_store.add_synthetic_images(db, rows)
     return ids
 
 
 def add_phantom_masks(db, folder, every: int = 1) -> int:
     """Give every ``every``-th stored image its exact phantom mask (the images are phantoms of known seeds)."""
-    from generation.masks import mask_to_image
-    from generation.phantom import render_phantom
-    from review import mask_store, store
-
     folder.mkdir(parents=True, exist_ok=True)
     added = 0
-    for number, image in enumerate(store.list_images(db)):
+    for number, image in enumerate(image_store.list_images(db)):
         if number % every:
             continue
         name = image["path"].rsplit("/", 1)[-1].removesuffix(".png")
@@ -69,9 +70,7 @@ def add_phantom_masks(db, folder, every: int = 1) -> int:
 @pytest.fixture
 def review_env(tmp_path):
     """(db, data_dir, admin session, checkpoint ids) with 6 real per label and 3 synthetic per checkpoint x label."""
-    from review import store, studies
-
-    db = store.open_db(tmp_path / "study.db")
+    db = open_db(tmp_path / "study.db")
     ids = add_images(db, tmp_path / "images")
     studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
     session = studies.sign_in(db, "admin", ADMIN_PASSWORD)

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from generation.checkpoints import inspect_checkpoint
+from generation.pipelines import load_pipeline
+from generation.prompts import load_prompts
+from generation.sampling import SamplingRequest, generate, save_images
 from review.audit import (
     CUES,
     DETAIL_CUES,
@@ -135,10 +139,6 @@ def demo_images(out: Path, per_label: int = 12) -> list[Path]:
     """Images from the shipped demo checkpoint (4 denoising steps: the cues do not need more)."""
     import torch
 
-    from generation.checkpoints import inspect_checkpoint
-    from generation.pipelines import load_pipeline
-    from generation.prompts import load_prompts
-    from generation.sampling import SamplingRequest, generate, save_images
 
     info = inspect_checkpoint(DEMO_CHECKPOINT)
     pipe = load_pipeline(info, torch.device("cpu"))

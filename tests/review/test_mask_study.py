@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from review import studies, study_setup, study_store
+from app import create_app
+from appconfig import AppConfig
+from database import ratings as rating_store
+from database import studies as study_store
+from database.connection import open_db
+from generation.phantom.frames import render_phantom
+from review import studies, study_setup
 from review.design import DesignError, StudyDesign
-from review.presentation import MASK_OUTLINE
+from review.presentation import MASK_OUTLINE, PresentationError, present
+from review.simulate import simulate_panel
 from tests.review.conftest import add_phantom_masks
 
 
@@ -74,9 +81,6 @@ def test_plain_studies_never_ask_for_a_mask_fit(review_env):
 
 
 def test_the_outline_follows_the_presentation_crop():
-    from generation.phantom import render_phantom
-    from review.presentation import PresentationError, present
-
     phantom = render_phantom("AD", 7, (320, 256))
     plain, outlined = np.asarray(present(phantom.image, 128)), np.asarray(present(phantom.image, 128, phantom.mask))
     changed = (plain != outlined).any(axis=-1)
@@ -94,13 +98,10 @@ def test_the_outline_follows_the_presentation_crop():
 def test_the_rate_tab_shows_the_mask_question_and_stores_its_answer(tmp_path):
     from gradio_client import Client
 
-    from app import create_app
-    from appconfig import AppConfig
-    from review import store
     from tests.review.conftest import ADMIN_PASSWORD, add_images
 
     config = AppConfig(data_dir=tmp_path / "data", checkpoints_dir=tmp_path / "c", db_path=tmp_path / "study.db", device="cpu")
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     ids = add_images(db, tmp_path / "images")
     add_phantom_masks(db, tmp_path / "masks")
     studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
@@ -122,16 +123,14 @@ def test_the_rate_tab_shows_the_mask_question_and_stores_its_answer(tmp_path):
         reply = client.predict(token, created.study_id, reply[2], reply[3], *answers, "does not fit", api_name="/submit_rating")
     finally:
         app.close()
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
-        assert [row["mask_fit"] for row in study_store.export_rows(db, created.study_id)] == ["does not fit"]
+        assert [row["mask_fit"] for row in rating_store.export_rows(db, created.study_id)] == ["does not fit"]
     finally:
         db.close()
 
 
 def test_a_simulated_panel_refuses_mask_studies(review_env):
-    from review.simulate import simulate_panel
-
     db, data_dir, session, ids = review_env
     with pytest.raises(studies.ReviewError, match="does not judge whether masks fit"):
         simulate_panel(db, data_dir, session, "sim masks", StudyDesign(checkpoint_ids=tuple(ids), show_masks=True, **_design()))

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from review import store
-from review.register import default_db_path, main, register_real_images
+from database import images as image_store
+from database.connection import open_db
+from appconfig import default_db_path
+from review.register import main, register_real_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "real-sample"
@@ -28,11 +30,11 @@ def folder(tmp_path: Path) -> Path:
 
 def test_register_stores_absolute_paths_and_is_idempotent(folder: Path, monkeypatch) -> None:
     monkeypatch.chdir(folder.parent)
-    db = store.open_db(":memory:")
+    db = open_db(":memory:")
     report = register_real_images(db, Path("frames"))
     assert (report.added, report.already_stored) == (3, 0)
 
-    images = store.list_images(db, source="real")
+    images = image_store.list_images(db, source="real")
     assert len(images) == 3
     for image in images:
         path = Path(image["path"])
@@ -70,9 +72,9 @@ def test_cli_end_to_end(folder: Path, tmp_path: Path, capsys) -> None:
     assert "AD/broken.png: unreadable image" in out
     assert "AD/readme.txt: unsupported file type '.txt'" in out
     assert "real images now stored: AD 2, NonAD 1" in out
-    db = store.open_db(db_path)
+    db = open_db(db_path)
     assert db.journal_mode == "wal"
-    assert store.count_images(db)["real"] == {"AD": 2, "NonAD": 1}
+    assert image_store.count_images(db)["real"] == {"AD": 2, "NonAD": 1}
     db.close()
 
     assert main(["--data", str(folder), "--db", str(db_path)]) == 0
@@ -107,11 +109,11 @@ def test_register_real_sample_in_place(layout: str) -> None:
     if not REAL_SAMPLE.is_dir():
         pytest.skip(f"real sample frames not present at {REAL_SAMPLE}")
     source = REAL_SAMPLE if layout == "folder" else REAL_SAMPLE / "MANIFEST.csv"
-    db = store.open_db(":memory:")
+    db = open_db(":memory:")
     report = register_real_images(db, source)
     assert (report.added, report.problems, report.duplicates) == (24, [], [])
-    assert store.count_images(db)["real"] == {"AD": 12, "NonAD": 12}
-    for image in store.list_images(db):
+    assert image_store.count_images(db)["real"] == {"AD": 12, "NonAD": 12}
+    for image in image_store.list_images(db):
         assert Path(image["path"]).parent == REAL_SAMPLE.resolve() / image["label"]
         assert image["width"] == 1280
     db.close()

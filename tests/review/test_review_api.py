@@ -7,8 +7,11 @@ import json
 
 import pytest
 
+from app import create_app
 from appconfig import AppConfig
-from review import store, studies, study_setup, study_store
+from database import studies as study_store
+from database.connection import open_db
+from review import studies, study_setup
 from review.schedule import StudyDesign
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
@@ -20,11 +23,10 @@ SINGLE_ANSWER = ("synthetic", "4", "2", "AD", "3", ["colour"], "", None, None, N
 def served_study(tmp_path_factory):
     from gradio_client import Client
 
-    from app import create_app
 
     tmp = tmp_path_factory.mktemp("review-api")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     ids = add_images(db, tmp / "images")
     studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
     admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
@@ -68,7 +70,7 @@ def test_twenty_raters_at_once_store_every_rating_exactly_once(served_study):
         futures = [pool.submit(_rate_everything, url, Client, f"rater{i:02d}", f"password-{i:02d}", created.study_id)
                    for i in range(N_RATERS)]
         results = [future.result(timeout=300) for future in futures]
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
         per_rater = {row["username"]: (row["rated"], row["total"]) for row in study_store.study_progress(db, created.study_id)}
         total_ratings = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
@@ -86,7 +88,7 @@ def test_a_rater_reaches_neither_other_raters_trials_nor_admin_endpoints(served_
     config, created, url, Client = served_study
     client = Client(url, verbose=False)
     mine = _sign_in(client, "rater00", "password-00")
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
         other = db.execute("SELECT trials.id FROM trials JOIN raters ON raters.id = trials.rater_id"
                            " WHERE raters.username = 'rater01' ORDER BY position LIMIT 1").fetchone()[0]
@@ -106,7 +108,7 @@ def test_a_rater_reaches_neither_other_raters_trials_nor_admin_endpoints(served_
 def test_a_trial_reply_names_no_source_label_or_checkpoint(served_study):
     config, created, url, Client = served_study
     client = Client(url, verbose=False)
-    db = store.open_db(config.db_path)
+    db = open_db(config.db_path)
     try:
         studies_admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
         # a fresh rater added to a second study, so there is something left to show

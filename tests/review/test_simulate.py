@@ -8,7 +8,12 @@ from collections import Counter, defaultdict
 import pytest
 from PIL import ImageOps
 
-from review import simulate, store, studies, study_setup, study_store
+from database import checkpoints as checkpoint_store
+from database import images as image_store
+from database import ratings as rating_store
+from database import studies as study_store
+from generation.phantom.frames import render_phantom
+from review import simulate, studies, study_setup
 from review.schedule import StudyDesign
 from review.studies import Forbidden, ReviewError
 from review.study_setup import RaterSpec
@@ -26,15 +31,13 @@ def _answers(db, study_id) -> dict[tuple[str, int, str], tuple]:
               "synthetic_choice", "choice_confidence", "pathology_left", "pathology_right", "artifacts",
               "response_ms")
     return {(row["rater"], row["position"], row["side"]): tuple(row[f] for f in fields)
-            for row in study_store.export_rows(db, study_id)}
+            for row in rating_store.export_rows(db, study_id)}
 
 
 def _add_inverted_checkpoint(db, folder, n: int = 3) -> int:
     """A checkpoint whose images are colour-inverted phantoms: plainly unlike the real images."""
-    from generation.phantom import render_phantom
-
     folder.mkdir(parents=True, exist_ok=True)
-    cid = store.upsert_checkpoint(db, path="/ckpt/inverted", name="inverted", step=1, stage=2, kind="pipeline",
+    cid = checkpoint_store.upsert_checkpoint(db, path="/ckpt/inverted", name="inverted", step=1, stage=2, kind="pipeline",
                                   fingerprint="fp-inverted")
     rows = []
     for label in ("AD", "NonAD"):
@@ -45,7 +48,7 @@ def _add_inverted_checkpoint(db, folder, n: int = 3) -> int:
                          "width": 64, "height": 64, "checkpoint_id": cid, "prompt": f"{label} polyp",
                          "negative_prompt": "", "seed": i, "scheduler": "dpm++", "steps": 20, "guidance": 3.0,
                          "seconds": 0.1})
-    store.add_synthetic_images(db, rows)
+    image_store.add_synthetic_images(db, rows)
     return cid
 
 
@@ -56,7 +59,7 @@ def test_panel_rates_every_trial_once_through_the_real_path_and_is_flagged_simul
     progress = study_setup.progress(db, admin, study_id)
     assert [row["username"] for row in progress] == [f"sim-{i:02d}" for i in range(1, 9)]
     assert all(row["rated"] == row["total"] > 0 and row["profile_given"] for row in progress)
-    rows = study_store.export_rows(db, study_id)
+    rows = rating_store.export_rows(db, study_id)
     assert summary["ratings"] == len(rows) == sum(row["total"] for row in progress)
     assert Counter(row["trial_id"] for row in rows).most_common(1)[0][1] == 1
     assert {row["study_simulated"] for row in rows} == {row["rater_simulated"] for row in rows} == {1}
@@ -96,7 +99,7 @@ def test_same_seed_gives_the_same_answers_and_another_seed_others(review_env):
     first, again, other = (_answers(db, run["study_id"]) for run in runs)
     assert first == again and len(first) > 20
     assert first.keys() == other.keys() and first != other
-    rows = study_store.export_rows(db, runs[0]["study_id"])
+    rows = rating_store.export_rows(db, runs[0]["study_id"])
     assert {row["side"] for row in rows} == {"left", "right"}
     assert all(row["synthetic_choice"] in ("left", "right") and row["pathology_left"] in studies.PATHOLOGY_CALLS
                for row in rows)
@@ -108,7 +111,7 @@ def test_images_that_look_unlike_the_real_ones_are_called_synthetic_more_often(r
     design = _design((ids[0], inverted), ratings_per_image=4, repeats=0, attention_checks=0)
     summary = simulate.simulate_panel(db, data, admin, "inverted vs phantom", design, n_raters=6, seed=2)
     called = defaultdict(list)
-    for row in study_store.export_rows(db, summary["study_id"]):
+    for row in rating_store.export_rows(db, summary["study_id"]):
         if row["image_source"] == "synthetic":
             called[row["checkpoint_id"]].append(row["real_or_synthetic"] == "synthetic")
     rate = {cid: sum(calls) / len(calls) for cid, calls in called.items()}

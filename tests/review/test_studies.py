@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from review import auth, studies, study_setup, study_store
+from database import raters as rater_store
+from database import studies as study_store
+from review import auth, studies, study_setup
 from review.schedule import StudyDesign
 from review.studies import Forbidden, NotSignedIn, ReviewError
 from review.study_setup import RaterSpec
@@ -115,7 +117,7 @@ def test_invitations_forged_and_expired_get_clear_messages(review_env):
     with pytest.raises(NotSignedIn, match="not valid"):
         studies.redeem_invitation(db, "forged" + created.invitations["bob"])
     expired = auth.new_token()
-    study_store.add_invitation(db, auth.token_hash(expired), created.study_id, 2, "2020-01-01T00:00:00.000Z")
+    rater_store.add_invitation(db, auth.token_hash(expired), created.study_id, 2, "2020-01-01T00:00:00.000Z")
     with pytest.raises(NotSignedIn, match="expired on 2020-01-01"):
         studies.redeem_invitation(db, expired)
 

@@ -1,0 +1,206 @@
+"""Plotly figures of a study analysis (used by the Analysis tab and the HTML report).
+
+Every figure says in its title or axis what it counts, with n, and draws the intervals the
+tables report. Embedding points carry ``customdata = [thumbnail data URI, ratings summary, name]``
+so the tab and the report can show the image on hover.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from evaluation.study.outcomes import SCOPES
+
+COLOURS = {"AD": "#c0392b", "NonAD": "#2471a3", "pooled": "#444444"}
+STRATUM_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+HEIGHT = 400
+SVG_MAX_POINTS = 3000
+SIMULATED_TAG = " [SIMULATED PANEL]"
+
+
+def outcome_figure(analysis) -> go.Figure:
+    """Single mode: share judged real per group (Wilson CI); pair mode: 2AFC accuracy (exact CI)."""
+    single = analysis.study["mode"] == "single"
+    key = "judged_real" if single else "accuracy_2afc"
+    prefix = "judged_real" if single else "accuracy"
+    figure = go.Figure()
+    for name, rows, colour in _series(analysis):
+        rows = [r for r in rows if r[key] is not None]
+        figure.add_trace(go.Scatter(
+            x=[r["group"] for r in rows], y=[r[key] for r in rows], mode="markers", name=name,
+            marker={"color": colour, "size": 10}, error_y=_error_bars(rows, key, prefix),
+            hovertemplate="%{x}<br>%{y:.2f}<br>%{text}<extra>" + name + "</extra>",
+            text=[f"n ratings {r['n_ratings']}, images {r['n_images']}, raters {r['n_raters']}" for r in rows]))
+    if single:
+        title, axis = "Judged real (synthetic groups: fooling rate)", "share judged real"
+    else:
+        title, axis = "Two-alternative accuracy (synthetic image found); 0.5 = chance", "accuracy"
+        figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
+    title += "<br><sup>95 % CI: bootstrap over raters and images (the tables also give Wilson / exact intervals)</sup>"
+    return _layout(figure, analysis, title, "group (checkpoints by training step)", axis, y_range=(0, 1))
+
+
+def realism_figure(analysis) -> go.Figure:
+    """Single mode: distribution of realism scores (1 clearly artificial ... 5 indistinguishable) per group."""
+    rows = [r for r in analysis.outcomes if r["scope"] == "pooled" and r["stratum"] == _first_stratum(analysis)
+            and r["realism_mean"] is not None]
+    figure = go.Figure()
+    for score in range(1, 6):
+        totals = [sum(r[f"realism_{k}"] for k in range(1, 6)) or 1 for r in rows]
+        figure.add_trace(go.Bar(x=[r["group"] for r in rows], y=[r[f"realism_{score}"] / t for r, t in zip(rows, totals)],
+                                name=f"realism {score}", marker={"color": _realism_colour(score)}))
+    figure.update_layout(barmode="stack")
+    stratum = "" if analysis.stratify == "none" else f" (raters: {_first_stratum(analysis)}; stratum 'none' for all)"
+    return _layout(figure, analysis, f"Realism scores per group (share of ratings){stratum}", "group", "share",
+                   y_range=(0, 1))
+
+
+def pathology_figure(analysis) -> go.Figure:
+    """Pathology accuracy (Wilson CI) per group; the clinical gap is real minus synthetic."""
+    figure = go.Figure()
+    for name, rows, colour in _series(analysis):
+        rows = [r for r in rows if r["pathology_accuracy"] is not None]
+        figure.add_trace(go.Scatter(
+            x=[r["group"] for r in rows], y=[r["pathology_accuracy"] for r in rows], mode="markers", name=name,
+            marker={"color": colour, "size": 10, "symbol": "diamond"},
+            error_y=_error_bars(rows, "pathology_accuracy", "pathology"),
+            text=[f"called {r['pathology_called']}, cannot tell {r['pathology_cannot_tell']}, AUC "
+                  f"{_fmt(r['pathology_auc'])} [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" for r in rows],
+            hovertemplate="%{x}<br>accuracy %{y:.2f}<br>%{text}<extra>" + name + "</extra>"))
+    return _layout(figure, analysis, "Experts' pathology accuracy, real vs synthetic<br><sup>95 % CI: bootstrap "
+                   "over raters and images</sup>",
+                   "group", "accuracy of AD / NonAD calls", y_range=(0, 1))
+
+
+def scatter_figure(correlation: dict, metric_rows: list[dict], analysis) -> go.Figure:
+    """Checkpoints: a metric (x, with its CI) against an expert outcome (y), with rho and tau."""
+    ci = {r["group"]: r for r in metric_rows if r["metric"] == correlation["metric"] and r["scope"] == "pooled"}
+    points = correlation["points"]
+    figure = go.Figure(go.Scatter(
+        x=[p[1] for p in points], y=[p[2] for p in points], mode="markers+text", text=[p[0] for p in points],
+        textposition="top center", marker={"size": 12, "color": "#7d3c98"},
+        error_x={"type": "data", "symmetric": False,
+                 "array": [_gap(ci.get(p[0], {}).get("ci_high"), p[1]) for p in points],
+                 "arrayminus": [_gap(p[1], ci.get(p[0], {}).get("ci_low")) for p in points]},
+        hovertemplate="%{text}<br>metric %{x:.4g}<br>outcome %{y:.3f}<extra></extra>"))
+    c = correlation
+    title = (f"{c['metric']} vs {c['outcome']}: Spearman {_fmt(c['spearman'])} [{_fmt(c['spearman_low'])}, "
+             f"{_fmt(c['spearman_high'])}] p={_fmt(c['spearman_p'])}; Kendall {_fmt(c['kendall'])} "
+             f"[{_fmt(c['kendall_low'])}, {_fmt(c['kendall_high'])}]<br><sup>{c['note']}</sup>")
+    return _layout(figure, analysis, title, f"{c['metric']} ({analysis.extractor})", c["outcome"])
+
+
+def embedding_figure(points: pd.DataFrame, fitted, analysis=None, checkpoint: str | None = None) -> go.Figure:
+    """One panel per checkpoint (or the one chosen): real points and that checkpoint's synthetic points,
+    colour by pathology, symbol by source, on coordinates fitted jointly to all images."""
+    checkpoints = [c for c in pd.unique(points["checkpoint"].dropna())]
+    panels = [checkpoint] if checkpoint else checkpoints
+    cols = min(len(panels), 2) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    figure = make_subplots(rows=rows, cols=cols, subplot_titles=[str(p) for p in panels],
+                           horizontal_spacing=0.06, vertical_spacing=0.12)
+    real = points[points["source"] == "real"]
+    # SVG markers up to a few thousand points (hover and browser tests can find them), WebGL beyond.
+    scatter = go.Scatter if len(points) <= SVG_MAX_POINTS else go.Scattergl
+    for i, panel in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
+        synthetic = points[points["checkpoint"] == panel]
+        for label in ("AD", "NonAD"):
+            for part, symbol, source in ((real, "circle", "real"), (synthetic, "x", "synthetic")):
+                chosen = part[part["label"] == label]
+                figure.add_trace(scatter(
+                    x=chosen["x"], y=chosen["y"], mode="markers", name=f"{source} {label}",
+                    legendgroup=f"{source} {label}", showlegend=i == 0,
+                    marker={"color": COLOURS[label], "symbol": symbol, "size": 8 if source == "synthetic" else 6,
+                            "opacity": 0.9 if source == "synthetic" else 0.45},
+                    customdata=list(zip(chosen["thumbnail"], chosen["ratings"],
+                                        [f"{source} {label} · {c if isinstance(c, str) else 'real'}" for c in chosen["checkpoint"]])),
+                    hovertemplate="%{customdata[2]}<br>%{customdata[1]}<extra></extra>"), row=row, col=col)
+    title = (f"{fitted.describe()}; {len(points)} images ({analysis.extractor if analysis else 'features'}), "
+             "fitted jointly: panels share coordinates")
+    figure.update_layout(title=title + (SIMULATED_TAG if analysis is not None and analysis.simulated else ""),
+                         height=max(HEIGHT, 360 * rows), margin={"t": 80, "b": 30}, hovermode="closest")
+    return figure
+
+
+def ranking_figure(analysis) -> go.Figure:
+    """Bradley-Terry strength of each checkpoint against real (0), with bootstrap intervals."""
+    rows = sorted(analysis.ranking, key=lambda r: r["strength"])
+    figure = go.Figure(go.Scatter(
+        x=[r["strength"] for r in rows], y=[f"{r['checkpoint']} (rank {r['rank_label']})" for r in rows],
+        mode="markers", marker={"size": 11, "color": "#117a65"},
+        error_x={"type": "data", "symmetric": False, "array": [_gap(r["ci_high"], r["strength"]) for r in rows],
+                 "arrayminus": [_gap(r["strength"], r["ci_low"]) for r in rows]},
+        text=[f"P(fools a rater) {r['p_fool']:.2f}, {r['fooled']}/{r['n_trials']} trials" for r in rows],
+        hovertemplate="%{y}<br>strength %{x:.2f}<br>%{text}<extra></extra>"))
+    figure.add_vline(x=0, line_dash="dot", annotation_text="as convincing as real")
+    return _layout(figure, analysis, "Bradley-Terry ranking from pairs (bootstrap over raters, 95 %)",
+                   "log-strength vs real", "")
+
+
+def agreement_figure(analysis) -> go.Figure:
+    """Forest plot of the agreement statistics per question (bootstrap CIs over items)."""
+    rows = [r for r in analysis.agreement if r["value"] is not None]
+    stratified = analysis.stratify != "none"
+    figure = go.Figure(go.Scatter(
+        x=[r["value"] for r in rows], mode="markers",
+        y=[(f"{r['stratum']} · " if stratified else "") + f"{r['question']} · {r['statistic']}" for r in rows],
+        marker={"size": 10, "color": "#2e4053"},
+        error_x={"type": "data", "symmetric": False,
+                 "array": [(r["ci_high"] if r["ci_high"] is not None else r["value"]) - r["value"] for r in rows],
+                 "arrayminus": [r["value"] - (r["ci_low"] if r["ci_low"] is not None else r["value"]) for r in rows]},
+        text=[f"{r['n_items']} items, {r['n_raters']} raters. {r.get('note') or ''}" for r in rows],
+        hovertemplate="%{y}<br>%{x:.3f}<br>%{text}<extra></extra>"))
+    figure.add_vline(x=0, line_dash="dot")
+    return _layout(figure, analysis, "Inter-rater agreement (95 % bootstrap CI over items)", "agreement", "",
+                   height=max(HEIGHT, 28 * len(rows) + 120))
+
+
+def _series(analysis):
+    """(legend name, pooled-or-scope rows, colour): per scope, or per stratum when stratified."""
+    rows = analysis.outcomes
+    if analysis.stratify == "none":
+        return [(scope, [r for r in rows if r["scope"] == scope], COLOURS[scope]) for scope in SCOPES]
+    strata = sorted({r["stratum"] for r in rows})
+    return [(stratum, [r for r in rows if r["stratum"] == stratum and r["scope"] == "pooled"],
+             STRATUM_COLOURS[i % len(STRATUM_COLOURS)]) for i, stratum in enumerate(strata)]
+
+
+def _error_bars(rows: list[dict], key: str, prefix: str) -> dict:
+    """Asymmetric error bars from the cluster bootstrap interval, or the Wilson/exact one without it."""
+    def bounds(r):
+        if r.get(f"{prefix}_boot_low") is not None:
+            return r[f"{prefix}_boot_low"], r[f"{prefix}_boot_high"]
+        return r[f"{prefix}_low"], r[f"{prefix}_high"]
+
+    return {"type": "data", "symmetric": False, "array": [_gap(bounds(r)[1], r[key]) for r in rows],
+            "arrayminus": [_gap(r[key], bounds(r)[0]) for r in rows]}
+
+
+def _first_stratum(analysis) -> str:
+    return "all" if analysis.stratify == "none" else sorted({r["stratum"] for r in analysis.outcomes} or {"all"})[0]
+
+
+def _layout(figure: go.Figure, analysis, title: str, x: str, y: str, y_range=None, height: int = HEIGHT) -> go.Figure:
+    tag = SIMULATED_TAG if analysis is not None and analysis.simulated else ""
+    figure.update_layout(title=title + tag, xaxis_title=x, yaxis_title=y, height=height,
+                         margin={"t": 80, "b": 50}, legend={"orientation": "h", "y": -0.2})
+    if y_range is not None:
+        figure.update_yaxes(range=[y_range[0] - 0.02, y_range[1] + 0.02])
+    return figure
+
+
+def _realism_colour(score: int) -> str:
+    return ["#922b21", "#e59866", "#d5d8dc", "#7fb3d5", "#1f618d"][score - 1]
+
+
+def _gap(a, b):
+    return None if a is None or b is None else max(0.0, float(a) - float(b))
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
