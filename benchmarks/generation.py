@@ -6,9 +6,10 @@ Part 1 times the demo checkpoint on this device: our sampling path (``generation
 with two samplers at batch 1 and 8, against diffusers' default pipeline call on the same loaded
 pipeline (its scheduler as saved), plus the end-to-end time of 8 images with default settings.
 
-Part 2, on a CUDA machine only, times a Stable-Diffusion-1.5-sized UNet (random weights) at 512 px:
-a plain denoising loop in fp32 and fp16 against a ``StableDiffusionPipeline`` default call assembled
-offline from configs (SD-1.5 VAE, a one-layer CLIP text encoder, no downloads).
+Part 2, on a CUDA machine only, times SD-1.5-, SDXL- and FLUX-sized pipelines (random weights at
+the real configs, built offline in ``benchmarks/generation_models.py``) at their native resolution:
+our path (``generate`` after ``speed_up``, batch from free memory) against the family's plain
+pipeline call on the same weights, in images/s and as a share of the GPU's measured bf16 peak.
 
 Each configuration is run once untimed (warm-up), then ``--repeats`` times; rows show the median.
 """
@@ -16,39 +17,49 @@ Each configuration is run once untimed (warm-up), then ``--repeats`` times; rows
 from __future__ import annotations
 
 import os
-
-from common.device import resolve_device
-from common.labels import LABELS
-from generation.checkpoints import CheckpointNotFound, NotACheckpoint, discover_checkpoints, inspect_checkpoint
-from generation.pipelines import load_pipeline
-from generation.prompts import load_prompts
-from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest, generate
-
-# torch's OpenMP spin-waiting makes CPU work several times slower on small machines (STACK-NOTES).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import argparse
-import json
-import logging
-import platform
-import shlex
-import statistics
 import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+
+if __name__ == "__main__":
+    # Only the command line sets these, before torch is imported: OpenMP reads its wait policy when
+    # torch loads, and spin-waiting makes CPU work several times slower on small machines (STACK-NOTES).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 # `python benchmarks/generation.py` puts benchmarks/ first on sys.path, where this file would shadow
-# the `generation` package; the repository root takes its place.
+# the `generation` package; the repository root takes its place (before the project imports below).
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(REPO)
 
-import torch
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from common.cli import refuse  # noqa: E402
+from common.device import resolve_device  # noqa: E402
+from common.labels import LABELS  # noqa: E402
+from generation.checkpoints import (  # noqa: E402
+    CheckpointInfo,
+    CheckpointNotFound,
+    NotACheckpoint,
+    discover_checkpoints,
+    inspect_checkpoint,
+)
+from generation.families import FAMILIES  # noqa: E402
+from generation.pipelines import family_dtype, load_pipeline  # noqa: E402
+from generation.prompts import load_prompts  # noqa: E402
+from generation.sampling import DEFAULT_SCHEDULER, SCHEDULERS, SamplingRequest, generate  # noqa: E402
+from generation.speed import pick_batch_size, speed_up  # noqa: E402
 
 logger = logging.getLogger("benchmarks.generation")
 
@@ -57,31 +68,11 @@ STEPS = 20
 GUIDANCE = 3.0
 SAMPLERS = ("dpm++", "euler")
 CPU_BATCHES = (1, 8)
-GPU_BATCHES = (1, 4, 8)
 PROMISED_SECONDS = 10.0
 """The project's promise for 8 images with default settings on a 2-core CPU."""
 
-SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 768, "attention_head_dim": 8,
-}
-"""Stable Diffusion 1.5's UNet config (860 M parameters; 64x64x4 latents for 512 px images)."""
-SD15_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "sample_size": 512,
-}
-"""Stable Diffusion 1.5's VAE config."""
-SD15_SCHEDULER = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1,
-}
-"""Stable Diffusion 1.5's saved scheduler (PNDM) config."""
 TEXT_TOKENS = 77
+PART2_TITLE = "## Part 2: SD-1.5-, SDXL- and FLUX-sized random models on the GPU"
 
 
 @dataclass(frozen=True)
@@ -109,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/generation.py",
         description="Benchmark image generation and print a Markdown report. Part 1: the demo checkpoint on this "
-        "device, our sampling path against diffusers' default pipeline call. Part 2 (CUDA only): a "
-        "Stable-Diffusion-1.5-sized UNet at 512 px, fp32 and fp16, against a StableDiffusionPipeline call.",
+        "device, our sampling path against diffusers' default pipeline call. Part 2 (CUDA only): SD-1.5-, SDXL- and "
+        "FLUX-sized random models at native resolution, ours against each family's plain pipeline call.",
     )
     parser.add_argument(
         "--checkpoint", type=Path, default=None,
@@ -118,7 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration after one warm-up; the median is reported (default 3)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="device for part 1 (default cpu: the demo promise is about the CPU; auto picks cuda when present)")
-    parser.add_argument("--skip-gpu", action="store_true", help="skip part 2 (the SD-1.5-sized UNet) even when a GPU is present")
+    parser.add_argument("--skip-gpu", action="store_true", help="skip part 2 (SD-1.5-, SDXL- and FLUX-sized models) even when a GPU is present")
+    parser.add_argument("--gpu-steps", type=int, default=GPU_STEPS, help=f"denoising steps in part 2 (default {GPU_STEPS})")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -132,18 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         info = _checkpoint(args.checkpoint)
     except (ValueError, CheckpointNotFound, NotACheckpoint) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return refuse(str(err))
 
     out = [*_machine_header(device, args.repeats), ""]
     out += _demo_section(info, device, args.repeats)
     out.append("")
     if args.skip_gpu:
-        out.append("## Part 2: Stable-Diffusion-1.5-sized UNet at 512 px\n\nSkipped: --skip-gpu was given.")
+        out.append(f"{PART2_TITLE}\n\nSkipped: --skip-gpu was given.")
     elif not torch.cuda.is_available():
-        out.append("## Part 2: Stable-Diffusion-1.5-sized UNet at 512 px\n\nSkipped: no GPU is present (CUDA is not available).")
+        out.append(f"{PART2_TITLE}\n\nSkipped: no GPU is present (CUDA is not available).")
     else:
-        out += _sd_section(torch.device("cuda"), args.repeats)
+        out += _gpu_section(torch.device("cuda"), args.repeats, steps=args.gpu_steps)
     print("\n".join(out))
     return 0
 
@@ -259,26 +250,7 @@ def _demo_section(info, device: torch.device, repeats: int) -> list[str]:
     logger.info("8 images end to end: %.2f s (first call %.2f s)", end_to_end, cold)
 
     # 2. Per batch size: diffusers' default call on the saved scheduler, then our path per sampler.
-    rows, baselines = [], {}
-    for batch in CPU_BATCHES:
-        def baseline_call(batch=batch):
-            pipe.scheduler = saved_scheduler
-            return pipe(
-                prompt=[prompt] * batch, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-                generator=torch.Generator("cpu").manual_seed(0),
-            ).images
-
-        pipe.set_progress_bar_config(disable=True)
-        seconds = median_seconds(baseline_call, repeats, device)
-        baseline = Row("diffusers default `pipe(...)` call", f"{saved_name} (as saved)", batch, seconds)
-        rows.append(baseline)
-        baselines[batch] = baseline.images_per_second
-        logger.info("baseline batch %d: %.2f s", batch, seconds)
-        for sampler in SAMPLERS:
-            request = SamplingRequest(label=label, prompt=prompt, n=batch, seed=0, steps=STEPS, guidance=GUIDANCE, scheduler=sampler)
-            seconds = median_seconds(lambda request=request, batch=batch: generate(pipe, info, request, batch_size=batch), repeats, device)
-            rows.append(Row(f"ours: `generate` ({sampler})", SCHEDULERS[sampler], batch, seconds, baselines[batch]))
-            logger.info("%s batch %d: %.2f s", sampler, batch, seconds)
+    rows, baselines = _batch_rows(pipe, info, saved_scheduler, label, prompt, repeats, device)
 
     verdict = ""
     if device.type == "cpu":
@@ -308,148 +280,116 @@ def _demo_section(info, device: torch.device, repeats: int) -> list[str]:
     ]
 
 
+def _batch_rows(pipe, info, saved_scheduler, label: str, prompt: str, repeats: int,
+                device: torch.device) -> tuple[list[Row], dict[int, float]]:
+    """Rows per batch size: diffusers' default call on the saved scheduler, then ``generate`` per sampler."""
+    saved_name = type(saved_scheduler).__name__
+    rows, baselines = [], {}
+    for batch in CPU_BATCHES:
+        def baseline_call(batch=batch):
+            pipe.scheduler = saved_scheduler
+            return pipe(
+                prompt=[prompt] * batch, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
+                generator=torch.Generator("cpu").manual_seed(0),
+            ).images
+
+        pipe.set_progress_bar_config(disable=True)
+        seconds = median_seconds(baseline_call, repeats, device)
+        baseline = Row("diffusers default `pipe(...)` call", f"{saved_name} (as saved)", batch, seconds)
+        rows.append(baseline)
+        baselines[batch] = baseline.images_per_second
+        logger.info("baseline batch %d: %.2f s", batch, seconds)
+        for sampler in SAMPLERS:
+            request = SamplingRequest(label=label, prompt=prompt, n=batch, seed=0, steps=STEPS, guidance=GUIDANCE, scheduler=sampler)
+            seconds = median_seconds(lambda request=request, batch=batch: generate(pipe, info, request, batch_size=batch), repeats, device)
+            rows.append(Row(f"ours: `generate` ({sampler})", SCHEDULERS[sampler], batch, seconds, baselines[batch]))
+            logger.info("%s batch %d: %.2f s", sampler, batch, seconds)
+    return rows, baselines
+
+
 # ---------------------------------------------------------------------------------------------
-# Part 2: a Stable-Diffusion-1.5-sized UNet on the GPU
+# Part 2: SD-1.5-, SDXL- and FLUX-sized random models on the GPU
+
+GPU_STEPS = 20
+PROMPT = "colonoscopy image of an adenomatous polyp"
 
 
-def _sd_section(device: torch.device, repeats: int, unet_config: dict = SD15_UNET, vae_config: dict = SD15_VAE,
-                batches: tuple[int, ...] = GPU_BATCHES) -> list[str]:
-    """Time the SD-1.5 UNet loop (fp32, fp16) against a StableDiffusionPipeline default call.
+def _gpu_section(device: torch.device, repeats: int, families: dict | None = None, steps: int = GPU_STEPS,
+                 batch: int | None = None) -> list[str]:
+    """Per family: our path (``generate`` after ``speed_up``, batch from free memory) against the
+    family's plain pipeline call, in images/s, and the share of the GPU's measured bf16 matmul peak.
 
-    The configs are arguments so that a smoke test can run the same code with tiny ones.
+    ``families`` maps a name to a builder of a random pipeline (default: the full-size configs);
+    a smoke test passes tiny ones (and a ``batch``, instead of the one picked from free memory) and
+    runs the same code on the CPU.
     """
-    from diffusers import DPMSolverMultistepScheduler
+    from benchmarks.generation_models import FULL_SIZE  # part 2 only: the full-size configs are not needed for part 1
 
-    pipe = _random_sd_pipeline(device, unet_config, vae_config)
-    latent_size = unet_config["sample_size"]
-    text_dim = unet_config["cross_attention_dim"]
-    image_px = latent_size * 2 ** (len(vae_config["block_out_channels"]) - 1)
-    params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
-    prompt = "colonoscopy image of an adenomatous polyp"
-    loop_scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-
-    def pipeline_call(batch: int, output_type: str):
-        return lambda: pipe(
-            prompt=[prompt] * batch, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-            generator=torch.Generator("cpu").manual_seed(0), output_type=output_type,
-        )
-
-    def loop_call(batch: int, dtype: torch.dtype):
-        generator = torch.Generator("cpu").manual_seed(0)
-        latents = torch.randn((batch, 4, latent_size, latent_size), generator=generator).to(device, dtype)
-        embeddings = torch.randn((2 * batch, TEXT_TOKENS, text_dim), generator=generator).to(device, dtype)
-        return lambda: denoise(pipe.unet, loop_scheduler, latents, embeddings)
-
-    # fp32 first, then the same modules cast to fp16 (one copy of the 860 M weights in memory).
-    timings: dict[tuple[str, str, int], float] = {}
-    for dtype in (torch.float32, torch.float16):
-        _cast(pipe, device, dtype)
-        bits = "fp32" if dtype == torch.float32 else "fp16"
-        for batch in batches:
-            timings["pipe", bits, batch] = median_seconds(pipeline_call(batch, "pil"), repeats, device)
-            if dtype == torch.float32:
-                timings["pipe-latent", bits, batch] = median_seconds(pipeline_call(batch, "latent"), repeats, device)
-            timings["loop", bits, batch] = median_seconds(loop_call(batch, dtype), repeats, device)
-            logger.info("SD-1.5 UNet %s batch %d: %s", bits, batch,
-                        {k[0]: round(v, 3) for k, v in timings.items() if k[1:] == (bits, batch)})
-
-    pipe_name = type(pipe.scheduler).__name__
-    loop_name = type(loop_scheduler).__name__
-    rows = []
-    for batch in batches:
-        baseline = Row("StableDiffusionPipeline default call, fp32", pipe_name, batch, timings["pipe", "fp32", batch],
-                       note=f"text encoder + UNet loop + VAE decode to {image_px} px PIL")
-        ips = baseline.images_per_second
-        rows += [
-            baseline,
-            Row("StableDiffusionPipeline, fp32, `output_type=\"latent\"`", pipe_name, batch, timings["pipe-latent", "fp32", batch], ips,
-                "the denoising loop through the pipeline, no VAE decode"),
-            Row("UNet loop alone, fp32, inference mode", loop_name, batch, timings["loop", "fp32", batch], ips),
-            Row("UNet loop alone, fp16, inference mode", loop_name, batch, timings["loop", "fp16", batch], ips),
-            Row("StableDiffusionPipeline default call, fp16", pipe_name, batch, timings["pipe", "fp16", batch], ips,
-                f"same pipeline cast to fp16; the fp16 UNet loop alone is "
-                f"{timings['pipe', 'fp16', batch] / timings['loop', 'fp16', batch]:.2f}x its speed"),
-        ]
+    peak = bf16_peak_flops(device)
+    rows, notes = [], []
+    for name, build in (families or FULL_SIZE).items():
+        family_rows, note = _family_rows(name, build, device, repeats, steps, peak, batch)
+        rows += family_rows
+        notes.append(note)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return [
-        f"## Part 2: Stable-Diffusion-1.5-sized UNet at {image_px} px on {gpu}",
-        "",
-        f"- UNet: `UNet2DConditionModel` with SD-1.5's config ({params:.0f} M parameters), random weights "
-        "(speed does not depend on their values); latents "
-        f"4x{latent_size}x{latent_size}, {STEPS} steps, classifier-free guidance doubling the batch, guidance {GUIDANCE}.",
-        f"- UNet loop alone: random text embeddings {TEXT_TOKENS}x{text_dim}, `torch.inference_mode()`, {loop_name}; "
-        "no text encoder and no VAE decode.",
-        f"- Baseline: a `StableDiffusionPipeline` assembled offline with random weights: the same UNet, SD-1.5's VAE config, "
-        f"a one-layer CLIP text encoder (hidden size {text_dim}, {TEXT_TOKENS} tokens) and SD-1.5's saved scheduler "
-        f"({pipe_name}); called as `pipe(prompt=[p] * batch, num_inference_steps={STEPS}, guidance_scale={GUIDANCE}, "
-        "generator=...)`, progress bar off. `vs baseline` divides images/s by the fp32 default call at the same batch.",
-        "",
-        *_table(rows),
-    ]
+    header = ["## Part 2: SD-1.5-, SDXL- and FLUX-sized random models at their native resolution on " + gpu, "",
+              f"- Random weights at the real configs (speed does not depend on their values), built in memory at the "
+              f"family's dtype (`family_dtype`); {steps} steps, guidance {GUIDANCE}, the family's default scheduler.",
+              "- Baseline: the family's plain pipeline call on the same weights at the family's dtype "
+              "(`pipe(prompt=[p] * batch, num_inference_steps=..., guidance_scale=...)`, no other settings).",
+              "- Ours: `generation.sampling.generate` after `generation.speed.speed_up` (SDPA, channels-last UNet, "
+              "VAE slicing/tiling) at the batch `pick_batch_size` takes from free memory.",
+              f"- Peak: a bf16 8192x8192 matmul loop measured on this GPU, {peak / 1e12:.0f} TFLOP/s; the share counts the "
+              "denoiser and text encoders' FLOPs (torch's FlopCounterMode on one step) over the measured time.",
+              *notes, ""]
+    return header + _table(rows)
 
 
-@torch.inference_mode()
-def denoise(unet, scheduler, latents: torch.Tensor, embeddings: torch.Tensor,
-            steps: int = STEPS, guidance: float = GUIDANCE) -> torch.Tensor:
-    """The plain classifier-free-guided denoising loop; ``embeddings`` holds unconditional then conditional rows."""
-    # 1. Set the timesteps and scale the initial noise
-    scheduler.set_timesteps(steps, device=latents.device)
-    latents = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        # 2. Predict the noise for the unconditional and conditional halves in one batch
-        model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-        noise = unet(model_input, t, encoder_hidden_states=embeddings).sample
-        # 3. Guide: move from the unconditional prediction towards the conditional one
-        uncond, cond = noise.chunk(2)
-        noise = uncond + guidance * (cond - uncond)
-        # 4. One scheduler step to the previous, less noisy latents
-        latents = scheduler.step(noise, t, latents).prev_sample
-    return latents
-
-
-def _cast(pipe, device: torch.device, dtype: torch.dtype) -> None:
-    """Cast every module of ``pipe``, without diffusers' warning that casting is better done at load time."""
-    from diffusers.utils import logging as diffusers_logging
-
-    verbosity = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        pipe.to(device=device, dtype=dtype, silence_dtype_warnings=True)
-    finally:
-        diffusers_logging.set_verbosity(verbosity)
-
-
-def _random_sd_pipeline(device: torch.device, unet_config: dict, vae_config: dict):
-    """A StableDiffusionPipeline with random weights built from configs: no downloads."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    text_dim = unet_config["cross_attention_dim"]
-    # A character-level CLIP vocabulary: the tokenizer needs files, and prompt text hardly matters here.
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789-,.")
-    tokens = ["<|startoftext|>", "<|endoftext|>"] + letters + [f"{c}</w>" for c in letters]
-    with tempfile.TemporaryDirectory() as vocab_dir:
-        vocab, merges = Path(vocab_dir) / "vocab.json", Path(vocab_dir) / "merges.txt"
-        vocab.write_text(json.dumps({token: i for i, token in enumerate(tokens)}))
-        merges.write_text("#version: 0.2\n")
-        tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=TEXT_TOKENS)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokens), hidden_size=text_dim, intermediate_size=4 * text_dim, num_hidden_layers=1,
-        num_attention_heads=max(1, text_dim // 64), max_position_embeddings=TEXT_TOKENS,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
-    # Initialising 860 M parameters on the GPU takes seconds; on the CPU, most of a minute.
-    with torch.device(device):
-        unet = UNet2DConditionModel(**unet_config)
-        vae = AutoencoderKL(**vae_config)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+def _family_rows(name: str, build: Callable, device: torch.device, repeats: int, steps: int,
+                 peak: float, batch: int | None) -> tuple[list[Row], str]:
+    family = FAMILIES[name]
+    pipe = build(device, family_dtype(device, family))
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    info = CheckpointInfo(Path(f"random-{name}"), f"random-{name}", 0, None, "pipeline", "random", family=name)
+    batch = pick_batch_size(pipe, family, device, batch)
+    request = SamplingRequest(label="AD", prompt=PROMPT, n=batch, steps=steps, guidance=GUIDANCE, scheduler=None)
+    extra = {"max_sequence_length": family.max_sequence_length} if family.max_sequence_length else {}
+
+    def plain(size: int):
+        return lambda: pipe(prompt=[PROMPT] * size, num_inference_steps=steps, guidance_scale=GUIDANCE, **extra)
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        pipe(prompt=[PROMPT], num_inference_steps=1, guidance_scale=GUIDANCE, output_type="latent", **extra)
+    flops_per_image = counter.get_total_flops() * steps
+    plain_one = median_seconds(plain(1), repeats, device)
+    try:
+        plain_batch, plain_note = median_seconds(plain(batch), repeats, device), ""
+    except torch.cuda.OutOfMemoryError:  # without VAE slicing a large batch's decode may not fit
+        plain_batch, plain_note = float("inf"), "out of GPU memory; "
+        torch.cuda.empty_cache()
+    speed_up(pipe, family, device)  # what load_pipeline does on cuda; the plain calls above ran without it
+    ours = median_seconds(lambda: generate(pipe, info, request, batch_size=batch), repeats, device)
+    share = lambda seconds, size: f"{100 * flops_per_image * size / seconds / peak:.0f} % of bf16 peak"  # noqa: E731
+    base = Row(f"{family.title}: plain pipeline call", type(pipe.scheduler).__name__, 1, plain_one, note=share(plain_one, 1))
+    same_batch = Row(f"{family.title}: plain pipeline call", type(pipe.scheduler).__name__, batch, plain_batch,
+                     base.images_per_second, plain_note + share(plain_batch, batch))
+    ours_row = Row(f"{family.title}: ours (`generate`)", request.for_family(family).scheduler, batch, ours,
+                   same_batch.images_per_second if plain_batch != float("inf") else base.images_per_second,
+                   "vs the plain call at the same batch; " + share(ours, batch))
+    rows = [base, same_batch, ours_row]
+    params = sum(p.numel() for p in getattr(pipe, family.denoiser).parameters()) / 1e9
+    note = (f"- {family.title}: {params:.2f} B-parameter {family.denoiser}, {str(pipe.dtype).removeprefix('torch.')}, "
+            f"{flops_per_image / 1e12:.1f} TFLOP per image.")
+    return rows, note
+
+
+def bf16_peak_flops(device: torch.device, n: int = 8192, repeats: int = 20) -> float:
+    """Measured bf16 matmul FLOP/s on ``device`` (fp32 and a small n on the CPU, for smoke tests)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = n if device.type == "cuda" else 256
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = median_seconds(lambda: [a @ b for _ in range(repeats)], 3, device)
+    return 2 * n**3 * repeats / seconds
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ instead of failing later in a study or a metric.
 from __future__ import annotations
 
 import csv
-import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from common.files import IMAGE_SUFFIXES, is_image_file, sha256_file
+from common.images import file_problem, refused_file
 from common.labels import LABELS
 from generation.prompts import load_prompts
 
@@ -24,16 +26,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-"""File suffixes read as images (compared case-insensitively)."""
-
 CSV_COLUMNS: tuple[str, ...] = ("file", "label")
 
-_EXPECTED = "expected image files in DIR/AD/ and DIR/NonAD/ or a CSV with file,label"
-_CHUNK_BYTES = 1 << 20
+MANIFEST_FILE = "PHANTOM.json"
+"""What a phantom set (``generation.phantom``) records about each of its images."""
 
-# What Pillow raises for files it cannot identify or decode (truncated, corrupt, too large).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+"""What Pillow raises for files it cannot identify or decode (truncated, corrupt, too large)."""
+
+_EXPECTED = "expected image files in DIR/AD/ and DIR/NonAD/ or a CSV with file,label"
 
 
 @dataclass(frozen=True)
@@ -83,25 +84,6 @@ class DatasetError(ValueError):
         self.problems: list[Problem] = list(problems or [])
 
 
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a file's bytes, read in chunks.
-
-    Args:
-        path: The file to hash.
-
-    Returns:
-        64 lowercase hex characters.
-
-    Raises:
-        OSError: If the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def scan_labelled(source: Path) -> ScanResult:
     """Find, decode and hash the labelled images in a folder or CSV.
 
@@ -112,8 +94,9 @@ def scan_labelled(source: Path) -> ScanResult:
     * a CSV file with a header containing ``file`` and ``label``; ``file`` is relative to the
       CSV's folder or absolute. Rows are read in file order.
 
-    Unsupported suffixes and files that do not decode completely are reported as problems and
-    skipped. Files with the same content hash are kept once: the first seen goes in ``files``,
+    Unsupported suffixes, dangling links and files that do not decode completely are reported as
+    problems and skipped; a FIFO, a device or a link loop refuses the whole source before any file
+    is opened. Files with the same content hash are kept once: the first seen goes in ``files``,
     later ones in ``duplicates``.
 
     Args:
@@ -228,25 +211,37 @@ def _check_candidates(candidates: list[tuple[Path, str]]) -> ScanResult:
 def _check_file(path: Path, label: str) -> LabelledFile | Problem:
     if path.is_dir():
         return Problem(path, "is a folder; only files directly inside AD/ and NonAD/ are read")
+    refused = refused_file(path)
+    if refused is not None:  # a FIFO would block the scan for ever; a loop never resolves
+        raise DatasetError(f"{path} is {refused}; nothing was registered: remove it and run again")
+    if path.is_symlink() and not path.exists():
+        return Problem(path, f"file not found: {file_problem(path)}")
     if not path.exists():
         return Problem(path, "file not found")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    if not is_image_file(path):
         shown = repr(path.suffix) if path.suffix else "(no suffix)"
         return Problem(
-            path, f"unsupported file type {shown} (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+            path, f"unsupported file type {shown} (supported: {', '.join(IMAGE_SUFFIXES)})"
         )
-    try:
-        with Image.open(path) as image:
-            image.load()  # decodes every byte, so truncated files fail here
-            width, height = image.size
-    except _DECODE_ERRORS as error:
-        return Problem(path, f"unreadable image: {error}")
+    size = decoded_size(path)
+    if isinstance(size, Problem):
+        return size
+    width, height = size
     try:
         digest = sha256_file(path)
     except OSError as error:
         return Problem(path, f"unreadable file: {error}")
     return LabelledFile(path=path, label=label, sha256=digest, width=width, height=height)
+
+
+def decoded_size(path: Path) -> tuple[int, int] | Problem:
+    """The (width, height) of an image file decoded completely, or the ``Problem`` that it is unreadable."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes every byte, so truncated files fail here
+            return image.size
+    except DECODE_ERRORS as error:
+        return Problem(path, f"unreadable image: {error}")
 
 
 def _no_usable_message(source: Path, problems: list[Problem]) -> str:
@@ -280,25 +275,16 @@ def load_training_set(source: Path, image_size: int) -> TrainingSet:
     Raises:
         generation.datasets.DatasetError: If the source is unusable or holds no image.
     """
-    import json
-
-    import torch
-
+    import torch  # torch loads only for training, not for scanning a folder
 
     scan = scan_labelled(Path(source))
     for problem in scan.problems:
         logger.warning("skipping %s: %s", problem.path, problem.reason)
-    manifest_file = Path(source) / "PHANTOM.json" if Path(source).is_dir() else None
-    try:
-        manifest = json.loads(manifest_file.read_text()) if manifest_file and manifest_file.is_file() else {}
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{manifest_file} is not valid JSON ({err}); fix or remove it") from err
-    attributes = {(Path(source) / entry["file"]).resolve(): entry for entry in manifest.get("images", [])}
+    manifest, attributes = read_manifest(source)
     book = load_prompts()
     pixels, labels, prompts = [], [], []
     for item in scan.files:
-        with Image.open(item.path) as image:
-            pixels.append(_to_tensor(_square(image.convert("RGB"), image_size)))
+        pixels.append(load_frame(item.path, image_size))
         labels.append(item.label)
         prompts.append(book.fill(item.label, attributes.get(item.path.resolve())))
     summary = {
@@ -312,6 +298,26 @@ def load_training_set(source: Path, image_size: int) -> TrainingSet:
     return TrainingSet(torch.stack(pixels), labels, prompts, summary)
 
 
+def read_manifest(source: Path) -> tuple[dict, dict[Path, dict]]:
+    """A phantom set's ``PHANTOM.json`` (``{}`` when ``source`` has none) and its entries by resolved image path.
+
+    Raises:
+        DatasetError: If the manifest is not valid JSON.
+    """
+    manifest_file = Path(source) / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{manifest_file} is not valid JSON ({err}); fix or remove it") from err
+    return manifest, {(Path(source) / entry["file"]).resolve(): entry for entry in manifest.get("images", [])}
+
+
+def load_frame(path: Path, size: int) -> torch.Tensor:
+    """An image file as the models see it: RGB, centre square resized to ``size``, (3, size, size) in [-1, 1]."""
+    with Image.open(path) as image:
+        return _to_tensor(_square(image.convert("RGB"), size))
+
+
 def _square(image, size: int):
     """Centre-crop to a square (the round endoscopic field sits in the middle), then resize."""
     width, height = image.size
@@ -322,7 +328,7 @@ def _square(image, size: int):
 
 def _to_tensor(image):
     import numpy as np
-    import torch
+    import torch  # torch loads only for training, not for scanning a folder
 
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -1,12 +1,12 @@
-"""How command-line entry points report domain errors: one line on stderr, exit status 2."""
+"""The generation room's user errors, and its command lines' wrapper around ``common.cli.run_cli``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Callable
 
+from common import cli
 from common.device import DeviceUnavailable
 from common.labels import UnknownLabel
 from generation.checkpoints import CheckpointNotFound, NotACheckpoint
@@ -31,8 +31,4 @@ def run_cli(
     """Parse ``argv`` and run ``main``; a user error becomes ``error: <message>`` on stderr, exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        return main(args)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.run_cli(lambda: main(args), USER_ERRORS)

@@ -7,10 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
+from sqlite_utils import Database
+
 from database import checkpoints as checkpoint_store
 from database import images as image_store
 from generation.checkpoints import CheckpointInfo, NotACheckpoint, discover_checkpoints, inspect_checkpoint
-from generation.sampling import SamplingRequest, generate, save_images
+from generation.sampling import GeneratedImage, SamplingRequest, generate, save_images
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +56,46 @@ def generate_and_record(
     with services.pipelines.use(info) as pipe:
         generated = generate(pipe, info, request, on_step=on_step)
     out_dir = services.config.generated_dir / f"{Path(info.path).name}-{info.fingerprint[:12]}"
-    rows: list[dict] = []
+    return store_generated(services, generated, out_dir, upsert=lambda db: _upsert(db, info))
+
+
+def store_generated(
+    services, generated: list[GeneratedImage], out_dir: Path, upsert: Callable[[Database], int],
+    beside: Callable[[dict], list[Path]] | None = None,
+    store_beside: Callable[[Database, list[dict]], None] | None = None,
+) -> list[dict]:
+    """Write generated images under ``out_dir``, then store them in one transaction: all or nothing.
+
+    If writing or storing fails, the files this call wrote are removed again (files that already
+    held the same bytes stay).
+
+    Args:
+        services: The app's ``Services`` (its ``db()`` opens the study database).
+        generated: From ``generation.sampling.generate``.
+        out_dir: Where the PNGs go.
+        upsert: Stores (or finds) the checkpoint row of the images and returns its id.
+        beside: Writes a row's companion files (a mask beside its image), adds their fields to the
+            row, and returns the files it newly wrote.
+        store_beside: Stores the companion rows, in the same transaction as the images.
+
+    Returns:
+        Provenance rows, one per image, with ``path`` (absolute) added.
+    """
+    new_files: list[Path] = []
     try:
-        rows = save_images(generated, out_dir, written=rows)
+        rows = save_images(generated, out_dir, new_files)
         for row in rows:
-            row["path"] = str((out_dir / row["file"]).resolve())
-        db = services.db()
-        try:
-            checkpoint_id = _upsert(db, info)
+            row["path"] = str((Path(out_dir) / row["file"]).resolve())
+            if beside is not None:
+                new_files += beside(row)
+        with services.db() as db, db.atomic():
+            checkpoint_id = upsert(db)
             image_store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
-        finally:
-            db.close()
+            if store_beside is not None:
+                store_beside(db, rows)
     except BaseException:
-        for row in rows:
-            if row["new_file"]:
-                (out_dir / row["file"]).unlink(missing_ok=True)
+        for path in new_files:
+            path.unlink(missing_ok=True)
         raise
     return rows
 
@@ -80,11 +107,8 @@ def record_checkpoint(services, checkpoint: str | Path) -> int:
         CheckpointNotFound, NotACheckpoint: If the folder is not a checkpoint.
     """
     info = _inspect(services, checkpoint)
-    db = services.db()
-    try:
+    with services.db() as db:
         return _upsert(db, info)
-    finally:
-        db.close()
 
 
 def _inspect(services, checkpoint: str | Path) -> CheckpointInfo:
@@ -98,7 +122,8 @@ def _inspect(services, checkpoint: str | Path) -> CheckpointInfo:
 def _upsert(db, info: CheckpointInfo) -> int:
     return checkpoint_store.upsert_checkpoint(
         db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=info.stage, kind=info.kind,
-        fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None, metadata=info.metadata or None,
+        fingerprint=info.fingerprint, base_path=str(info.base) if info.base else None,
+        metadata={**info.metadata, "loading": info.loading},
     )
 
 

@@ -9,13 +9,19 @@ reads ours too.
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+from common.files import atomic_path
 
 METADATA_FILE = "polypturing.json"
 METADATA_FORMAT = 1
@@ -97,16 +103,39 @@ def write_pipeline_folder(
 ) -> None:
     """Write a StableDiffusionPipeline folder without the text encoder, plus its metadata.
 
-    The folder is written under a temporary name and renamed at the end, so a crash leaves no
-    half-written checkpoint that discovery would list.
+    The folder is written through ``atomic_folder``, so a crash leaves no half-written checkpoint
+    that discovery would list.
+    """
+    with atomic_folder(out) as tmp:
+        cast_copy(unet, dtype).save_pretrained(tmp / "unet")
+        cast_copy(vae, dtype).save_pretrained(tmp / "vae")
+        scheduler.save_pretrained(tmp / "scheduler")
+        index = _pipeline_index(scheduler, text_encoder_class, tokenizer_class)
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_metadata(tmp, metadata)
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out`` that replaces ``out`` (and all in it) on a clean exit.
+
+    ``common.files.atomic_path`` for a folder: the temporary name is the same hidden ``.partial``
+    one, and on a failure the temporary folder is removed and ``out`` is left as it was.
     """
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    _remove_tree(tmp)
-    cast_copy(unet, dtype).save_pretrained(tmp / "unet")
-    cast_copy(vae, dtype).save_pretrained(tmp / "vae")
-    scheduler.save_pretrained(tmp / "scheduler")
-    index = {
+    with atomic_path(out) as tmp:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run that crashed
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(out, ignore_errors=True)  # a folder cannot be replaced by a rename while it holds files
+
+
+def _pipeline_index(scheduler: DDPMScheduler, text_encoder_class: str, tokenizer_class: str) -> dict[str, Any]:
+    """``model_index.json`` of a StableDiffusionPipeline folder without a text encoder of its own."""
+    return {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": _diffusers_version(),
         "feature_extractor": [None, None],
@@ -119,16 +148,10 @@ def write_pipeline_folder(
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    write_metadata(tmp, metadata)
-    _remove_tree(out)
-    tmp.rename(out)
 
 
 def cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of ``model`` with its floating-point weights in ``dtype``; the model itself is untouched."""
-    import copy
-
     clone = copy.deepcopy(model)
     for tensor in list(clone.parameters()) + list(clone.buffers()):
         if tensor.is_floating_point():
@@ -167,9 +190,3 @@ def _diffusers_version() -> str:
 
     return diffusers.__version__
 
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)

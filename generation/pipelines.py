@@ -1,9 +1,11 @@
-"""The one loading path for every checkpoint: ours and a user's fine-tuned Stable Diffusion.
+"""The one loading path for every checkpoint: ours and a user's model of any supported family.
 
-Both are ``StableDiffusionPipeline`` folders for ``DiffusionPipeline.from_pretrained``. Our compact
-checkpoints leave out the MiniLM text encoder (it ships in a package) and say so in
-``polypturing.json``; this module passes it in. Training outputs get their UNet swapped into the
-base pipeline.
+Pipeline folders of every family load with ``DiffusionPipeline.from_pretrained`` (local files
+only). Our compact checkpoints leave out the MiniLM text encoder (it ships in a package) and say so
+in ``polypturing.json``; this module passes it in. Training outputs get their UNet (``unet_ema/``
+when there is one) swapped into the base pipeline; LoRA adapters are fused into the base at their
+scale (``peft``); single files load with ``from_single_file`` and their local ``--config`` folder;
+a Kandinsky 2.2 ``prior/`` + ``decoder/`` pair becomes one combined pipeline.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from common.device import inference_dtype
-from generation.checkpoints import CheckpointInfo
+from generation.checkpoints import LORA_FILE, CheckpointInfo
+from generation.families import Family, pipeline_class
 from generation.model import read_metadata
+from generation.speed import speed_up
 from generation.text_encoder import TextEncoderMissing, load_minilm
 
 logger = logging.getLogger(__name__)
@@ -36,38 +39,121 @@ class _ExpectedTypesFilter(logging.Filter):
         return not record.getMessage().startswith("Expected types for text_encoder")
 
 
-def load_pipeline(info: CheckpointInfo, device: torch.device, dtype: torch.dtype | None = None):
-    """Load a checkpoint as a diffusers pipeline on ``device`` (fp16 on cuda, fp32 on the CPU).
+def family_dtype(device: torch.device, family: Family) -> torch.dtype:
+    """fp32 on the CPU; on cuda the family's half precision (bf16 for FLUX, fp16 otherwise), fp32 where
+    the GPU has no bf16."""
+    if device.type != "cuda":
+        return torch.float32
+    dtype = getattr(torch, family.cuda_dtype)
+    return dtype if dtype != torch.bfloat16 or torch.cuda.is_bf16_supported() else torch.float32
+
+
+def load_pipeline(info: CheckpointInfo, device: torch.device, dtype: torch.dtype | None = None,
+                  compile_denoiser: bool = False):
+    """Load a checkpoint as a diffusers pipeline on ``device`` (the family's half precision on cuda, fp32 on the CPU).
+
+    On cuda the settings of ``generation.speed.speed_up`` are applied; on the CPU nothing else changes.
 
     Args:
         info: The checkpoint, from discovery.
         device: Where to run it.
         dtype: Overrides the dtype chosen for ``device``.
+        compile_denoiser: ``torch.compile`` the UNet or transformer (cuda only; the first call is slow).
 
     Raises:
         TextEncoderMissing: If the folder lists a text encoder that is neither in it nor in a package.
-        CheckpointLoadError: If diffusers cannot read the folder.
+        CheckpointLoadError: If diffusers cannot read the folder, file or adapter.
     """
-    from diffusers import DiffusionPipeline, UNet2DConditionModel
-
-    dtype = dtype or inference_dtype(device)
-    pipeline_dir = info.base if info.kind == "training-output" else info.path
-    extras = _text_encoder_extras(Path(pipeline_dir), dtype)
-    utils_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
-    if not any(isinstance(f, _ExpectedTypesFilter) for f in utils_logger.filters):
-        utils_logger.addFilter(_ExpectedTypesFilter())
+    dtype = dtype or family_dtype(device, info.family_spec)
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            pipeline_dir, dtype=dtype, safety_checker=None, requires_safety_checker=False,
-            local_files_only=True, **extras,
-        )
-        if info.kind == "training-output":
-            pipe.unet = UNet2DConditionModel.from_pretrained(info.path / "unet", dtype=dtype)
+        if info.layout == "single-file":
+            pipe = _from_single_file(info, dtype)
+        elif info.layout == "kandinsky-pair":
+            pipe = _kandinsky_pair(Path(info.path), dtype)
+        else:
+            pipe = _from_folder(info, dtype)
+    except (TextEncoderMissing, CheckpointLoadError):
+        raise
     except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointLoadError(f"could not load checkpoint {info.path}: {err}") from err
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    speed_up(pipe, info.family_spec, device, compile_denoiser)
     return pipe
+
+
+def _from_folder(info: CheckpointInfo, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+
+    pipeline_dir = info.base if info.kind == "training-output" else info.path
+    extras = _text_encoder_extras(Path(pipeline_dir), dtype)
+    if info.family == "sd":
+        extras.update(safety_checker=None, requires_safety_checker=False)
+    utils_logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    if not any(isinstance(f, _ExpectedTypesFilter) for f in utils_logger.filters):
+        utils_logger.addFilter(_ExpectedTypesFilter())
+    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, dtype=dtype, local_files_only=True, **extras)
+    if info.layout in ("unet", "unet_ema"):
+        pipe.unet = UNet2DConditionModel.from_pretrained(Path(info.path) / info.layout, dtype=dtype)
+    elif info.layout == "lora":
+        _fuse_lora(pipe, info)
+    return pipe
+
+
+def _fuse_lora(pipe, info: CheckpointInfo) -> None:
+    """Fuse the adapter into the base's weights at its scale and drop the adapter layers (no per-step cost)."""
+    try:
+        import peft  # noqa: F401  (diffusers needs it for LoRA; checked here to say so plainly)
+    except ImportError as err:
+        raise CheckpointLoadError(f"{info.path}/{LORA_FILE} is a LoRA adapter; loading it needs peft "
+                                  "(pip install peft==0.21.2, listed in requirements.txt)") from err
+    if hasattr(pipe, "load_lora_weights"):
+        pipe.load_lora_weights(str(info.path), weight_name=LORA_FILE, adapter_name="adapter", local_files_only=True)
+        _require_adapter(any("adapter" in names for names in pipe.get_list_adapters().values()), info)
+        pipe.fuse_lora(lora_scale=info.adapter_scale, adapter_names=["adapter"])
+        pipe.unload_lora_weights()
+        return
+    # Kandinsky 2.2 has no pipeline loader: its decoder UNet takes the adapter (saved with or without "unet.").
+    from safetensors import safe_open
+
+    with safe_open(str(Path(info.path) / LORA_FILE), "pt") as handle:
+        prefix = "unet" if any(key.startswith("unet.") for key in handle.keys()) else None
+    pipe.unet.load_lora_adapter(str(info.path), weight_name=LORA_FILE, adapter_name="adapter", prefix=prefix,
+                                local_files_only=True)
+    _require_adapter("adapter" in getattr(pipe.unet, "peft_config", {}), info)
+    pipe.unet.fuse_lora(lora_scale=info.adapter_scale, adapter_names=["adapter"])
+    pipe.unet.unload_lora()
+
+
+def _require_adapter(loaded: bool, info: CheckpointInfo) -> None:
+    # diffusers skips keys that match nothing: an adapter for another model would load as no change.
+    if not loaded:
+        raise CheckpointLoadError(
+            f"{info.path}/{LORA_FILE} matched no layer of its base {info.base} ({info.family_spec.title}): "
+            "it was trained on another model; pass --base DIR, the pipeline it was trained on")
+
+
+def _from_single_file(info: CheckpointInfo, dtype: torch.dtype):
+    import diffusers
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    cls = getattr(diffusers, pipeline_class(info.config))
+    try:
+        # config= a local folder: without it diffusers guesses a hub repository (diffusers #8752, #7209).
+        return cls.from_single_file(str(info.path), config=str(info.config), local_files_only=True, dtype=dtype)
+    except SingleFileComponentError as err:
+        raise CheckpointLoadError(f"could not load single file {info.path} with --config {info.config}: {err.message}"
+                                  " (a component missing from the file must be in --config with its weights)") from err
+
+
+def _kandinsky_pair(folder: Path, dtype: torch.dtype):
+    from diffusers import KandinskyV22CombinedPipeline, KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+    prior = KandinskyV22PriorPipeline.from_pretrained(folder / "prior", dtype=dtype, local_files_only=True)
+    decoder = KandinskyV22Pipeline.from_pretrained(folder / "decoder", dtype=dtype, local_files_only=True)
+    return KandinskyV22CombinedPipeline(
+        **decoder.components, **{f"prior_{name}": part for name, part in prior.components.items()},
+    )
 
 
 def _text_encoder_extras(folder: Path, dtype: torch.dtype) -> dict:

@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.files import is_image_file, sha256_file
 from common.labels import LABELS, validate_label
-from generation.datasets import SUPPORTED_SUFFIXES, DatasetError, Problem, sha256_file
+from generation.datasets import DECODE_ERRORS, MANIFEST_FILE, DatasetError, Problem, decoded_size
 
 logger = logging.getLogger(__name__)
 
-# What Pillow raises for files it cannot identify or decode (as in generation.datasets).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 _LAYOUT = (
     "expected ROOT/images/ mirrored by ROOT/masks/ (same relative folder and file stem), with the "
@@ -150,7 +149,7 @@ def _read_mask(path: Path, colours: dict | None, threshold: int | None) -> tuple
         with Image.open(path) as image:
             image.load()
             array = _as_array(image)
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise MaskError(f"mask {path} is unreadable: {err}") from err
     if colours is None or (_is_grey(array) and not any(r == g == b for r, g, b in colours)):
         # A grey mask among colour-coded ones is binary: the class comes from the folder.
@@ -315,7 +314,7 @@ def _files_by_key(folder: Path, skip: tuple[str, ...] = ()) -> dict[tuple[str, s
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or (relative.parts[0] in skip):
             continue
-        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES:
+        if path.is_file() and is_image_file(path):
             found.setdefault((relative.parent.as_posix(), path.stem), []).append(path)
     return found
 
@@ -332,12 +331,10 @@ def _check_pair(key, image_paths, mask_paths, image_root, mask_root, colours, th
             return Problem(paths[0], f"{len(paths)} {kind} share the name {where}: {', '.join(p.name for p in paths)}; keep one")
     image_path, mask_path = image_paths[0], mask_paths[0]
     folder_label = folder.split("/")[0] if folder.split("/")[0] in LABELS else None
-    try:
-        with Image.open(image_path) as image:
-            image.load()
-            width, height = image.size
-    except _DECODE_ERRORS as err:
-        return Problem(image_path, f"unreadable image: {err}")
+    size = decoded_size(image_path)
+    if isinstance(size, Problem):
+        return size
+    width, height = size
     try:
         mask, mask_label = _read_mask(mask_path, colours, threshold)
     except MaskError as err:
@@ -360,7 +357,7 @@ def _check_pair(key, image_paths, mask_paths, image_root, mask_root, colours, th
 
 
 def _is_phantom(root: Path) -> bool:
-    manifest = root / "PHANTOM.json"
+    manifest = root / MANIFEST_FILE
     try:
         return manifest.is_file() and json.loads(manifest.read_text()).get("kind") == "phantom"
     except (json.JSONDecodeError, OSError, AttributeError):

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +27,8 @@ from PIL import Image
 
 from common.device import inference_dtype
 from generation.checkpoints import CheckpointInfo, CheckpointNotFound, NotACheckpoint, fingerprint, inspect_checkpoint
-from generation.model import cast_copy, read_metadata, write_metadata
+from generation.families import FAMILIES
+from generation.model import atomic_folder, cast_copy, read_metadata, write_metadata
 from generation.pipelines import CheckpointLoadError, load_pipeline
 
 logger = logging.getLogger(__name__)
@@ -110,14 +110,10 @@ def mask_condition(mask: np.ndarray, size: int) -> Image.Image:
 
 
 def write_controlnet_folder(out: Path, controlnet, metadata: dict[str, Any], dtype: torch.dtype = torch.float32) -> None:
-    """Write ``controlnet`` and its ``polypturing.json`` to ``out``, atomically (temporary name, then rename)."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cast_copy(controlnet, dtype).save_pretrained(tmp)
-    write_metadata(tmp, {"model": KIND, **metadata})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    """Write ``controlnet`` and its ``polypturing.json`` to ``out``, atomically (``generation.model.atomic_folder``)."""
+    with atomic_folder(out) as tmp:
+        cast_copy(controlnet, dtype).save_pretrained(tmp)
+        write_metadata(tmp, {"model": KIND, **metadata})
 
 
 def inspect_controlnet(path: Path, base: Path | None = None, base_of_base: Path | None = None) -> ControlNetInfo:
@@ -147,6 +143,7 @@ def inspect_controlnet(path: Path, base: Path | None = None, base_of_base: Path 
         raise NotACheckpoint(f"{path} is a ControlNet but names no base checkpoint; pass --base PATH pointing at "
                              "the Stable Diffusion pipeline (or compact checkpoint) it was trained on")
     base_info = inspect_checkpoint(base_path, base_of_base)
+    require_controlnet_family(base_info, f"ControlNet {path}")
     recorded_fp = metadata.get("base_fingerprint")
     if recorded_fp and base is None and recorded_fp != base_info.fingerprint:
         logger.warning("ControlNet %s was trained on base weights %s, but %s now holds %s",
@@ -157,6 +154,22 @@ def inspect_controlnet(path: Path, base: Path | None = None, base_of_base: Path 
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise NotACheckpoint(f"{path}/polypturing.json has step {step!r}; expected a whole number of 0 or more")
     return ControlNetInfo(path, path.name, step, base_info, combined, own, metadata)
+
+
+CONTROLNET_FAMILIES = ("sd", "sdxl")
+"""Families a mask-conditioned ControlNet pipeline exists for (diffusers' SD and SDXL ControlNet pipelines)."""
+
+
+def require_controlnet_family(base: CheckpointInfo, what: str, families: tuple[str, ...] = CONTROLNET_FAMILIES) -> None:
+    """Refuse a base whose family has no mask-conditioned ControlNet here.
+
+    Raises:
+        NotACheckpoint: Naming the base, its family and the families that have one.
+    """
+    if base.family not in families:
+        titles = " and ".join(FAMILIES[name].title for name in families)
+        raise NotACheckpoint(f"{what}: mask-conditioned ControlNets exist for {titles} bases; {base.path} is "
+                             f"{base.family_spec.title}, which has none here. Generate its images without masks.")
 
 
 def discover_controlnets(roots: Sequence[Path], base_of_base: Path | None = None) -> list[ControlNetInfo]:
@@ -187,7 +200,7 @@ def _is_controlnet(folder: Path) -> bool:
 
 
 def load_controlnet_pipeline(info: ControlNetInfo, device: torch.device, base_pipe=None, dtype: torch.dtype | None = None):
-    """A ``StableDiffusionControlNetPipeline`` of the base checkpoint's components and the ControlNet.
+    """A ControlNet pipeline (SD or SDXL, after the base's family) of the base checkpoint's components and the ControlNet.
 
     Args:
         info: From ``inspect_controlnet``.
@@ -201,7 +214,7 @@ def load_controlnet_pipeline(info: ControlNetInfo, device: torch.device, base_pi
         CheckpointLoadError: If the ControlNet cannot be read or does not fit the base UNet.
         TextEncoderMissing, CheckpointLoadError: From loading the base.
     """
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
 
 
     dtype = dtype or inference_dtype(device)
@@ -211,11 +224,19 @@ def load_controlnet_pipeline(info: ControlNetInfo, device: torch.device, base_pi
     except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
         raise CheckpointLoadError(f"could not load ControlNet {info.path}: {err}") from err
     _check_fits(info, controlnet.config, base_pipe.unet.config)
-    pipe = StableDiffusionControlNetPipeline(
-        vae=base_pipe.vae, text_encoder=base_pipe.text_encoder, tokenizer=base_pipe.tokenizer, unet=base_pipe.unet,
-        controlnet=controlnet.to(device), scheduler=type(base_pipe.scheduler).from_config(base_pipe.scheduler.config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    scheduler = type(base_pipe.scheduler).from_config(base_pipe.scheduler.config)
+    if info.base.family == "sdxl":
+        pipe = StableDiffusionXLControlNetPipeline(
+            vae=base_pipe.vae, text_encoder=base_pipe.text_encoder, text_encoder_2=base_pipe.text_encoder_2,
+            tokenizer=base_pipe.tokenizer, tokenizer_2=base_pipe.tokenizer_2, unet=base_pipe.unet,
+            controlnet=controlnet.to(device), scheduler=scheduler,
+        )
+    else:
+        pipe = StableDiffusionControlNetPipeline(
+            vae=base_pipe.vae, text_encoder=base_pipe.text_encoder, tokenizer=base_pipe.tokenizer, unet=base_pipe.unet,
+            controlnet=controlnet.to(device), scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -13,31 +13,21 @@ or another ControlNet as it is.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from common.files import write_if_changed
 from database import checkpoints as checkpoint_store
-from database import images as image_store
 from database import masks as mask_store
+from generation.library import store_generated
 from generation.masks.files import load_mask, mask_to_image, scan_mask_pairs
 from generation.masks.model import inspect_controlnet, load_controlnet_pipeline, mask_condition
 from generation.masks.shapes import SampledMask, sample_masks
 from generation.prompts import load_prompts
-from generation.sampling import (
-    GeneratedImage,
-    InvalidSetting,
-    SamplingRequest,
-    batches,
-    save_images,
-    use_scheduler,
-    write_if_changed,
-)
+from generation.sampling import GeneratedImage, InvalidSetting, SamplingRequest, generate, png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +77,8 @@ def generate_pairs(
     chosen = _masks(services, masks, request, info.image_size, mask_pool)
     with services.pipelines.use(info.base) as base_pipe:
         pipe = load_controlnet_pipeline(info, services.pipelines.device, base_pipe)
-        generated = _generate(pipe, info, request, chosen, batch_size, on_step)
+        generated = generate(pipe, info, request, batch_size=batch_size, on_step=on_step,
+                             condition=_conditions(chosen, request, info.image_size))
     return _store(services, info, generated, chosen, request)
 
 
@@ -111,11 +102,8 @@ def _masks(services, masks, request: SamplingRequest, size: int, mask_pool: Path
 
 
 def _registered_masks(services, label: str) -> list[tuple[str, np.ndarray]]:
-    db = services.db()
-    try:
+    with services.db() as db:
         rows = mask_store.list_masked_images(db, source="real", label=label)
-    finally:
-        db.close()
     found = []
     for row in rows:
         reading = row["reading"] or {}
@@ -129,82 +117,36 @@ def _pool_masks(folder: Path, label: str) -> list[tuple[str, np.ndarray]]:
             for p in scan.pairs if p.label == label]
 
 
-def _generate(pipe, info, request: SamplingRequest, masks: list[SampledMask], batch_size: int, on_step) -> list[GeneratedImage]:
-    """The denoising loop over fixed batches of seeds, each image conditioned on its mask."""
-    size = info.image_size
-    use_scheduler(pipe, request.scheduler)
-    total, done, results = request.n * request.steps, 0, []
-    for chunk in batches(request, batch_size):
+def _conditions(masks: list[SampledMask], request: SamplingRequest, size: int) -> Callable[[list[int]], dict]:
+    """The ControlNet arguments of a batch of seeds: the mask of each seed as its condition image."""
+    def condition(chunk: list[int]) -> dict:
+        images = [mask_condition(masks[seed - request.seed].mask, size) for seed in chunk]
+        return {"image": images, "height": size, "width": size}
 
-        def step_end(_pipe, index, _timestep, kwargs, _offset=done, _size=len(chunk)):
-            if on_step:
-                on_step(min(total, _offset + (index + 1) * _size), total)
-            return kwargs
-
-        conditions = [mask_condition(masks[seed - request.seed].mask, size) for seed in chunk]
-        began = time.perf_counter()
-        with torch.inference_mode():
-            images = pipe(
-                prompt=[request.prompt] * len(chunk), negative_prompt=[request.negative_prompt] * len(chunk),
-                image=conditions, height=size, width=size, num_inference_steps=request.steps,
-                guidance_scale=request.guidance, output_type="pil", callback_on_step_end=step_end,
-                # CPU generators: the seed alone fixes the noise, on every device.
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in chunk],
-            ).images
-        seconds = (time.perf_counter() - began) / len(chunk)
-        done += len(chunk) * request.steps
-        results += [GeneratedImage(image, _provenance(info, request, seed, image, seconds)) for seed, image in zip(chunk, images)]
-    return results
-
-
-def _provenance(info, request: SamplingRequest, seed: int, image, seconds: float) -> dict:
-    return {
-        "file": "", "sha256": "", "checkpoint": str(Path(info.path).resolve()), "step": info.step, "label": request.label,
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt, "seed": seed,
-        "scheduler": request.scheduler, "steps": request.steps, "guidance": float(request.guidance),
-        "width": image.width, "height": image.height, "seconds": round(seconds, 4),
-    }
+    return condition
 
 
 def _store(services, info, generated: list[GeneratedImage], masks: list[SampledMask], request: SamplingRequest) -> list[dict]:
     """Write images and masks, then their rows in one transaction; new files are removed if anything fails."""
     out_dir = services.config.generated_dir / f"{info.name}-{info.fingerprint[:12]}"
     image_dir, mask_dir = out_dir / "images" / request.label, out_dir / "masks" / request.label
-    rows: list[dict] = []
-    new_masks: list[Path] = []
-    try:
-        rows = save_images(generated, image_dir, written=rows)
-        for row in rows:
-            mask = masks[row["seed"] - request.seed]
-            row["path"] = str((image_dir / row["file"]).resolve())
-            mask_path, row["mask_sha256"], new = _write_mask(mask.mask, mask_dir / row["file"])
-            new_masks += [mask_path] if new else []
-            row.update(mask_path=str(mask_path.resolve()), mask_source=mask.source, mask_provenance=mask.provenance,
-                       area_fraction=float(np.mean(mask.mask)))
-        db = services.db()
-        try:
-            with db.atomic():
-                checkpoint_id = _upsert(db, info)
-                image_store.add_synthetic_images(db, [_image_row(row, checkpoint_id) for row in rows])
-                mask_store.add_masks(db, [_mask_row(row) for row in rows])
-        finally:
-            db.close()
-    except BaseException:
-        for row in rows:
-            if row["new_file"]:
-                (image_dir / row["file"]).unlink(missing_ok=True)
-        for path in new_masks:
-            path.unlink(missing_ok=True)
-        raise
+
+    def write_mask(row: dict) -> list[Path]:
+        mask = masks[row["seed"] - request.seed]
+        mask_path = mask_dir / row["file"]
+        data = png_bytes(mask_to_image(mask.mask))
+        row["mask_sha256"] = hashlib.sha256(data).hexdigest()
+        new = write_if_changed(mask_path, data)
+        row.update(mask_path=str(mask_path.resolve()), mask_source=mask.source, mask_provenance=mask.provenance,
+                   area_fraction=float(np.mean(mask.mask)))
+        return [mask_path] if new else []
+
+    rows = store_generated(
+        services, generated, image_dir, upsert=lambda db: _upsert(db, info), beside=write_mask,
+        store_beside=lambda db, rows: mask_store.add_masks(db, [_mask_row(row) for row in rows]),
+    )
     logger.info("stored %d %s pairs from %s in %s", len(rows), request.label, info.name, out_dir)
     return rows
-
-
-def _write_mask(mask: np.ndarray, path: Path) -> tuple[Path, str, bool]:
-    buffer = io.BytesIO()
-    mask_to_image(mask).save(buffer, format="PNG")
-    data = buffer.getvalue()
-    return path, hashlib.sha256(data).hexdigest(), write_if_changed(path, data)
 
 
 def _upsert(db, info) -> int:
@@ -215,11 +157,6 @@ def _upsert(db, info) -> int:
         db, path=str(Path(info.path).resolve()), name=info.name, step=info.step, stage=None, kind="training-output",
         fingerprint=info.fingerprint, base_path=str(Path(info.base.path).resolve()), metadata=metadata,
     )
-
-
-def _image_row(row: dict, checkpoint_id: int) -> dict:
-    keys = ("sha256", "label", "path", "width", "height", "prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance", "seconds")
-    return {**{key: row[key] for key in keys}, "checkpoint_id": checkpoint_id}
 
 
 def _mask_row(row: dict) -> dict:

@@ -21,24 +21,18 @@ def _parse_size(text: str) -> tuple[int, int]:
     return size
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+def _integer(low: int, what: str):
+    """An argparse type for whole numbers of at least ``low``, refused as "expected a <what> integer"."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer; got {text!r}")
+        return value
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer; got {text!r}")
-    return value
+    return parse
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -52,8 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
-    parser.add_argument("--n", type=_positive_int, default=200, help="images per label (default: 200)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the set (default: 0)")
+    parser.add_argument("--n", type=_integer(1, "positive"), default=200, help="images per label (default: 200)")
+    parser.add_argument("--seed", type=_integer(0, "non-negative"), default=0, help="seed of the set (default: 0)")
     parser.add_argument("--size", type=_parse_size, default=(320, 256), help="frame size WxH (default: 320x256)")
     return parser
 

@@ -17,7 +17,6 @@ import functools
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +24,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from common.files import write_atomic
 from common.labels import LABELS, label_id, validate_label
-from generation.phantom.drawing import LOCATIONS as LOCATIONS
-from generation.phantom.drawing import (
+from generation.datasets import MANIFEST_FILE
+from generation.phantom.lesion import LOCATIONS as LOCATIONS
+from generation.phantom.lesion import Lesion, draw_lesion, sample_lesion
+from generation.phantom.scene import (
     VESSEL_RED,
     Field,
-    Lesion,
     Scene,
     blur,
-    draw_lesion,
     draw_mucosa,
     draw_overlay,
     field_distance,
     mucosal_highlights,
     sample_field,
-    sample_lesion,
     sample_light_and_colour,
     sample_scene,
     vessel_layer,
@@ -51,7 +50,6 @@ MIN_SIDE = 64
 """Smallest allowed frame width or height in pixels."""
 MAX_SIDE = 4096
 """Largest allowed frame width or height in pixels."""
-MANIFEST_NAME = "PHANTOM.json"
 MANIFEST_VERSION = 1
 
 
@@ -236,7 +234,7 @@ def write_phantom_set(
     seed = _validate_seed(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path = out_dir / MANIFEST_FILE
     manifest_path.unlink(missing_ok=True)
     paths, entries = [], []
     for label in LABELS:
@@ -251,9 +249,7 @@ def write_phantom_set(
         "kind": "phantom", "generator": "generation.phantom", "version": MANIFEST_VERSION, "seed": seed,
         "size": [width, height], "n_per_label": int(n_per_label), "images": entries,
     }
-    tmp_path = manifest_path.with_name(MANIFEST_NAME + ".tmp")
-    tmp_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    os.replace(tmp_path, manifest_path)
+    write_atomic(manifest_path, json.dumps(manifest, indent=1).encode("utf-8"))
     logger.info("wrote %s (%d images)", manifest_path, len(entries))
     return paths
 

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.datasets import (
-    SUPPORTED_SUFFIXES,
-    DatasetError,
-    LabelledFile,
-    scan_labelled,
-    sha256_file,
-)
+from common.files import IMAGE_SUFFIXES, sha256_file
+from generation.datasets import DatasetError, LabelledFile, scan_labelled
 
 
 def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> Path:
@@ -76,7 +71,7 @@ def test_corrupt_and_unsupported_files_are_problems_named_and_skipped(folder: Pa
     assert set(reasons) == {"broken.png", "notes.txt"}
     assert reasons["broken.png"].startswith("unreadable image:")
     assert "unsupported file type '.txt'" in reasons["notes.txt"]
-    assert all(suffix in reasons["notes.txt"] for suffix in SUPPORTED_SUFFIXES)
+    assert all(suffix in reasons["notes.txt"] for suffix in IMAGE_SUFFIXES)
 
 
 def test_problems_are_logged(folder: Path, caplog: pytest.LogCaptureFixture) -> None:

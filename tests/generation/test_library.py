@@ -9,7 +9,6 @@ import pytest
 from appconfig import AppConfig, Services
 from database import checkpoints as checkpoint_store
 from database import images as image_store
-from database.connection import open_db
 from generation.library import generate_and_record, list_checkpoints
 from generation.sampling import SamplingRequest
 
@@ -26,11 +25,12 @@ def _request(**overrides):
 
 def test_generate_and_record_stores_files_and_rows(services, tiny_run):
     rows = generate_and_record(services, tiny_run / "checkpoint-2", _request())
-    db = open_db(services.config.db_path)
-    stored = image_store.list_images(db, source="synthetic")
+    with services.db() as db:
+        stored = image_store.list_images(db, source="synthetic")
+        checkpoints = checkpoint_store.list_checkpoints(db)
     assert sorted(r["sha256"] for r in stored) == sorted(r["sha256"] for r in rows)
     assert {r["checkpoint_stage"] for r in stored} == {1}
-    assert checkpoint_store.list_checkpoints(db)[0]["fingerprint"] == list_checkpoints([tiny_run])[0].fingerprint
+    assert checkpoints[0]["fingerprint"] == list_checkpoints([tiny_run])[0].fingerprint
 
 
 def test_a_failed_store_removes_the_files_it_wrote(services, tiny_run, monkeypatch):
@@ -48,7 +48,8 @@ def test_regenerating_an_identical_image_keeps_one_file_and_one_row(services, ti
     again = generate_and_record(services, tiny_run / "checkpoint-4", _request(n=1))
     assert first[0]["sha256"] == again[0]["sha256"] and again[0]["new_file"] is False
     assert len(list(services.config.generated_dir.rglob("*.png"))) == 1
-    assert sum(image_store.count_images(open_db(services.config.db_path))["synthetic"].values()) == 1
+    with services.db() as db:
+        assert sum(image_store.count_images(db)["synthetic"].values()) == 1
 
 
 def test_a_checkpoint_in_a_run_folder_is_stored_under_its_run_name(services, tiny_run):
@@ -56,5 +57,6 @@ def test_a_checkpoint_in_a_run_folder_is_stored_under_its_run_name(services, tin
 
     shutil.copytree(tiny_run, services.config.checkpoints_dir / "run1")
     generate_and_record(services, services.config.checkpoints_dir / "run1" / "checkpoint-2", _request(n=1))
-    names = [row["name"] for row in checkpoint_store.list_checkpoints(open_db(services.config.db_path))]
+    with services.db() as db:
+        names = [row["name"] for row in checkpoint_store.list_checkpoints(db)]
     assert names == ["run1/checkpoint-2"]

@@ -14,7 +14,6 @@ from appconfig import AppConfig, Services
 from database import checkpoints as checkpoint_store
 from database import images as image_store
 from database import masks as mask_store
-from database.connection import open_db
 from generation.checkpoints import NotACheckpoint
 from generation.masks import sample as mask_sample
 from generation.masks import train as mask_train
@@ -134,18 +133,17 @@ def test_the_pipeline_generates_from_a_mask_and_follows_it(controlnet_run):
 
 
 def test_generate_pairs_stores_images_masks_and_provenance(services, controlnet_run, pairs):
-    db = open_db(services.config.db_path)
-    register.register_masked_images(db, pairs)
-    db.close()
+    with services.db() as db:
+        register.register_masked_images(db, pairs)
     rows = generate_pairs(services, controlnet_run / "controlnet-2", "AD", 2, seed=7, masks="augmented", steps=1)
-    db = open_db(services.config.db_path)
-    stored = mask_store.list_masked_images(db, source="synthetic")
+    with services.db() as db:
+        stored = mask_store.list_masked_images(db, source="synthetic")
+        checkpoints = checkpoint_store.list_checkpoints(db)
     assert sorted(r["sha256"] for r in stored) == sorted(r["sha256"] for r in rows)
     assert {(r["seed"], r["steps"], r["mask_source"]) for r in stored} == {(7, 1, "augmented"), (8, 1, "augmented")}
     assert all(r["mask_provenance"].startswith("augmented from ") for r in stored)
-    (checkpoint,) = [c for c in checkpoint_store.list_checkpoints(db) if c["id"] == stored[0]["checkpoint_id"]]
+    (checkpoint,) = [c for c in checkpoints if c["id"] == stored[0]["checkpoint_id"]]
     assert (checkpoint["name"], checkpoint["kind"], checkpoint["metadata"]["model"]) == ("controlnet-2", "training-output", "controlnet")
-    db.close()
     expected = sample_masks([], 2, 7, 16, procedural_share=1.0)
     procedural = generate_pairs(services, controlnet_run / "controlnet-2", "NonAD", 2, seed=7, masks="procedural", steps=1)
     for row, sampled in zip(procedural, expected):
@@ -161,7 +159,8 @@ def test_a_failed_store_leaves_no_files(services, controlnet_run, monkeypatch):
     with pytest.raises(sqlite3.OperationalError):
         generate_pairs(services, controlnet_run / "controlnet-1", "AD", 1, seed=3, masks="procedural", steps=1)
     assert not list(services.config.generated_dir.rglob("*.png"))
-    assert image_store.list_images(open_db(services.config.db_path)) == []
+    with services.db() as db:
+        assert image_store.list_images(db) == []
 
 
 @pytest.mark.filterwarnings("ignore:The configuration file of this scheduler")  # the tiny SD fixture's PNDM config
