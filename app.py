@@ -5,46 +5,87 @@
 
 from __future__ import annotations
 
-import os
+if __name__ == "__main__":
+    # Serving only, and before gradio and torch are imported below (they read these once): no usage
+    # reports, no Hub downloads, idle OpenMP threads that sleep. Importing this module changes no
+    # environment (tests/conftest.py sets the same for the tests).
+    import os
 
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import logging
+
+import gradio as gr
+from starlette.middleware import Middleware
+
+from appconfig import AppConfig, Services, build_config
 from evaluation import ui as evaluation_ui
+from evaluation.study import ui as analysis_ui
 from generation import ui as generation_ui
 from review import ui as review_ui
+from review.headers import SecurityHeaders
 from review.kiosk import ui as kiosk_ui
 from review.kiosk.pools import PoolsError
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import gradio as gr
-
-from appconfig import AppConfig, Services, build_config
-
 TITLE = "PolypTuring"
+FOOTER_LINKS = ["settings"]
+MAX_UPLOAD = "1mb"
+CACHE_LIFETIME_S = 3600  # Gradio's copies of served files (exports, presented images) are deleted after an hour
+
+
+class Workbench(gr.Blocks):
+    """The workbench's Blocks, launched with its safety defaults whoever launches it (the tests too).
+
+    Security headers on every response (``review.headers``); no run history, which would keep
+    every call's inputs, a sign-in password included, in the browser's local storage; small
+    uploads only (Gradio's upload route is open to anyone, and no tab takes a file).
+    """
+
+    def launch(self, *args, **kwargs):
+        kwargs.setdefault("run_history", False)
+        kwargs.setdefault("footer_links", FOOTER_LINKS)
+        kwargs.setdefault("max_file_size", MAX_UPLOAD)  # nothing in the workbench takes an upload
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(SecurityHeaders)]
+        return super().launch(*args, app_kwargs=app_kwargs, **kwargs)
 
 
 def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
-    """The whole app as one Blocks: the account bar and the Rate and Studies tabs (``review.ui``),
-    then the Evaluate and Analysis (``evaluation.ui``) and Generate (``generation.ui``) tabs."""
+    """The whole app as one Blocks: the account bar above the Rate and Studies tabs (``review.ui``), the
+    Evaluate (``evaluation.ui``), Analysis (``evaluation.study.ui``) and Generate (``generation.ui``) tabs.
+
+    Before sign-in no tab is shown; raters see Rate, admins every tab. Each event checks the
+    session's role on the server as well.
+
+    Args:
+        config: The app's configuration.
+        services: Shared services (database, model cache); by default made from ``config``.
+    """
     services = services or Services(config)
-    # Built outside the app's Blocks: a Blocks created inside another is inlined there already,
-    # and .render() would then place its components a second time.
-    generate_tab = generation_ui.build(services)
-    body = review_ui.build(services, more_tabs=[
-        ("Evaluate (admin)", lambda session: evaluation_ui.build(services, session)),
-        ("Analysis (admin)", lambda session: evaluation_ui.build_analysis(services, session)),
-        ("Generate", lambda session: generate_tab.render()),
-    ])
-    with gr.Blocks(title=TITLE) as app:
+    with Workbench(title=TITLE, delete_cache=(CACHE_LIFETIME_S // 4, CACHE_LIFETIME_S)) as app:
         gr.Markdown(f"# {TITLE}\nA clinical Turing-test workbench for generated colonoscopy polyp images.")
-        body.render()
+        account = review_ui.build_account_bar()
+        with gr.Tabs():
+            with gr.Tab("Rate", visible=False) as rate_tab:
+                rate = review_ui.build_rate(services, account.session)
+            with gr.Tab("Studies (admin)", visible=False) as studies_tab:
+                review_ui.build_studies(services, account.session)
+            with gr.Tab("Evaluate (admin)", visible=False) as evaluate_tab:
+                evaluation_ui.build(services, account.session)
+            with gr.Tab("Analysis (admin)", visible=False) as analysis_tab:
+                analysis_ui.build_analysis(services, account.session)
+            with gr.Tab("Generate", visible=False) as generate_tab:
+                generate = generation_ui.build(services, account.session, review_ui.is_admin(services))
+        tabs = review_ui.RoleTabs(rater=[rate_tab], admin=[studies_tab, evaluate_tab, analysis_tab, generate_tab])
+        for event in review_ui.connect_account(app, services, account, rate, tabs):
+            event.then(generate.show_choices, account.session, generate.checkpoint, api_name=False)
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    import logging
-
+    """Serve the app (or, with ``--kiosk``, the conference kiosk) until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = build_config(argv)

@@ -24,18 +24,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from app import create_app
+if __name__ == "__main__":
+    # Run as a script only, and before gradio and torch are imported below (as `python app.py` does):
+    # no usage reports, no Hub downloads, idle OpenMP threads that sleep; the project from any folder.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from app import create_app  # noqa: E402
 from appconfig import AppConfig  # noqa: E402
-from database import ratings as rating_store
-from database import studies as study_store
-from database.connection import open_db
-from review import studies, study_setup
-from review.schedule import StudyDesign  # noqa: E402
+from database import ratings as rating_store  # noqa: E402
+from database import studies as study_store  # noqa: E402
+from database.connection import connect  # noqa: E402
+from review import studies, study_setup  # noqa: E402
+from review.design import StudyDesign  # noqa: E402
 from tests.review.conftest import add_images  # noqa: E402
 
 ANSWER = {"real_or_synthetic": "real", "source_confidence": 3, "realism": 4, "pathology": "AD", "pathology_confidence": 2}
@@ -43,36 +46,29 @@ ANSWER = {"real_or_synthetic": "real", "source_confidence": 3, "realism": 4, "pa
 
 def make_study(tmp: Path, raters: int, trials: int) -> tuple[AppConfig, int]:
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "ck", db_path=tmp / "study.db", device="cpu")
-    db = open_db(config.db_path)
-    ids = add_images(db, tmp / "images", n_real=trials, n_synthetic=max(1, trials // 4))
-    studies.create_account(db, "admin", "admin", "admin-password")
-    admin = studies.sign_in(db, "admin", "admin-password")
-    design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=max(1, trials // 4),
-                         real_per_label=trials // 2, ratings_per_image=raters, size=64, seed=0)
-    specs = [study_setup.RaterSpec(f"r{i:02d}", f"password-{i:02d}") for i in range(raters)]
-    created = study_setup.create_study(db, config.data_dir, admin, "bench", design, specs)
-    study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
-    study_setup.open_study(db, admin, created.study_id)
-    db.close()
+    with connect(config.db_path) as db:
+        ids = add_images(db, tmp / "images", n_real=trials, n_synthetic=max(1, trials // 4))
+        studies.create_account(db, "admin", "admin", "admin-password")
+        admin = studies.sign_in(db, "admin", "admin-password")
+        design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=max(1, trials // 4),
+                             real_per_label=trials // 2, ratings_per_image=raters, size=64, seed=0)
+        specs = [study_setup.RaterSpec(f"r{i:02d}", f"password-{i:02d}") for i in range(raters)]
+        created = study_setup.create_study(db, config.data_dir, admin, "bench", design, specs)
+        study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
+        study_setup.open_study(db, admin, created.study_id)
     return config, created.study_id
 
 
 def rate_in_process(config: AppConfig, study_id: int, user: str, password: str) -> list[float]:
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         token = studies.sign_in(db, user, password)
         view = studies.next_item(db, token, study_id)
-    finally:
-        db.close()
     times = []
     while view is not None:
         start = time.perf_counter()
-        db = open_db(config.db_path)  # the app opens a connection per handler call
-        try:
+        with connect(config.db_path) as db:
             studies.submit(db, token, study_id, view.trial_id, ANSWER, f"key-{user}-{view.trial_id}")
             view = studies.next_item(db, token, study_id)
-        finally:
-            db.close()
         times.append(time.perf_counter() - start)
     return times
 
@@ -115,19 +111,18 @@ def run(raters: int, trials: int, how: str) -> list[float]:
 def commit_rates(n: int = 500) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config, study_id = make_study(Path(tmp), 1, 8)
-        db = open_db(config.db_path)
-        trial_ids = [row["id"] for row in db.query("SELECT id FROM trials")]
-        rater = next(db.query("SELECT id FROM raters WHERE username = 'r00'"))["id"]
-        # ratings of one trial are refused after the first, so time fresh trials: re-insert after deleting
-        start = time.perf_counter()
-        for i in range(n):
-            trial = trial_ids[i % len(trial_ids)]
-            if i >= len(trial_ids):
-                with db.atomic():
-                    db.execute("DELETE FROM ratings WHERE trial_id = ?", [trial])
-            rating_store.insert_rating(db, trial, rater, f"commit-{i:06d}", ANSWER)
-        ours = n / (time.perf_counter() - start)
-        db.close()
+        with connect(config.db_path) as db:
+            trial_ids = [row["id"] for row in db.query("SELECT id FROM trials")]
+            rater = next(db.query("SELECT id FROM raters WHERE username = 'r00'"))["id"]
+            # ratings of one trial are refused after the first, so time fresh trials: re-insert after deleting
+            start = time.perf_counter()
+            for i in range(n):
+                trial = trial_ids[i % len(trial_ids)]
+                if i >= len(trial_ids):
+                    with db.atomic():
+                        db.execute("DELETE FROM ratings WHERE trial_id = ?", [trial])
+                rating_store.insert_rating(db, trial, rater, f"commit-{i:06d}", ANSWER)
+            ours = n / (time.perf_counter() - start)
         bare = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)
         bare.execute("PRAGMA journal_mode=WAL")
         bare.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, k TEXT UNIQUE, a TEXT, b INT, c INT, d TEXT, e INT)")

@@ -5,6 +5,7 @@ Usage::
     python -m review.accounts add USERNAME [--role admin|rater] [--db PATH]   # asks for the password
     python -m review.accounts password USERNAME [--db PATH]
     python -m review.accounts list [--db PATH]
+    python -m review.accounts revoke USERNAME [--db PATH]   # ends every session, withdraws unused invitations
 
 The password is read from the terminal, or from the first line of standard input when that is not
 a terminal (``echo "$PASSWORD" | python -m review.accounts add alice --role admin``).
@@ -17,8 +18,9 @@ import getpass
 import sys
 from pathlib import Path
 
+from common.cli import run_cli
 from database import raters as rater_store
-from database.connection import open_db
+from database.connection import connect
 from database.raters import DuplicateName
 from review import studies
 from review.auth import WeakPassword
@@ -34,6 +36,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     pwd = sub.add_parser("password", help="set an account's password")
     pwd.add_argument("username")
     sub.add_parser("list", help="list accounts")
+    revoke = sub.add_parser("revoke", help="end every session of an account and withdraw its unused invitations")
+    revoke.add_argument("username")
     return parser.parse_args(argv)
 
 
@@ -47,27 +51,29 @@ def _read_password() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 done, 2 refused)."""
     # The door's configuration (flags, then environment): read by this entry point only, so the
     # room's functions never depend on the app above them.
     from appconfig import default_db_path
-    args = _parse_args(argv)
 
-    db = open_db(args.db or default_db_path())
-    try:
-        if args.command == "list":
-            for row in rater_store.list_raters(db):
-                print(f"{row['username']}\t{row['role']}\t{'password' if row['password_hash'] else 'invitation only'}")
-        elif args.command == "add":
-            studies.create_account(db, args.username, args.role, _read_password())
-            print(f"created {args.role} {args.username}")
-        else:
-            studies.set_password(db, args.username, _read_password())
-            print(f"password set for {args.username}")
-    except (studies.ReviewError, WeakPassword, DuplicateName) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        db.close()
+    args = _parse_args(argv)
+    with connect(args.db or default_db_path()) as db:
+        return run_cli(lambda: _command(db, args), (studies.ReviewError, WeakPassword, DuplicateName))
+
+
+def _command(db, args: argparse.Namespace) -> int:
+    if args.command == "list":
+        for row in rater_store.list_raters(db):
+            print(f"{row['username']}\t{row['role']}\t{'password' if row['password_hash'] else 'invitation only'}")
+    elif args.command == "revoke":
+        ended, withdrawn = studies.revoke(db, args.username)
+        print(f"{args.username}: {ended} session(s) ended, {withdrawn} unused invitation(s) withdrawn")
+    elif args.command == "add":
+        studies.create_account(db, args.username, args.role, _read_password())
+        print(f"created {args.role} {args.username}")
+    else:
+        studies.set_password(db, args.username, _read_password())
+        print(f"password set for {args.username}")
     return 0
 
 

@@ -8,7 +8,6 @@ cards into every rater's schedule as trials of kind ``"attention"``.
 from __future__ import annotations
 
 import colorsys
-import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from review.schedule import MODES, SIDES, SIZE_RANGE
+from common.files import atomic_path
+from review.design import MODES, SIDES, SIZE_RANGE, check_int
 
 if TYPE_CHECKING:
     from review.schedule import Trial
@@ -40,7 +40,7 @@ def render_attention_image(seed: int, size: int = 256) -> Image.Image:
 
     Args:
         seed: A non-negative integer; the same seed and size give the same pixels.
-        size: Width and height in pixels, within ``review.schedule.SIZE_RANGE``.
+        size: Width and height in pixels, within ``review.design.SIZE_RANGE``.
 
     Returns:
         An RGB image of ``size`` x ``size`` pixels.
@@ -48,8 +48,8 @@ def render_attention_image(seed: int, size: int = 256) -> Image.Image:
     Raises:
         ValueError: If the seed or size is not a valid integer.
     """
-    _check_int("seed", seed, 0)
-    _check_int("size", size, *SIZE_RANGE)
+    check_int("seed", seed, 0)
+    check_int("size", size, *SIZE_RANGE)
     rng = np.random.default_rng(seed)
     pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
     tiles = int(rng.integers(4, 13))
@@ -89,15 +89,16 @@ def write_attention_images(out_dir: Path, n: int, seed: int, size: int = 256) ->
     Raises:
         ValueError: If ``n``, ``seed`` or ``size`` is invalid.
     """
-    _check_int("n", n, 1)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("seed", seed, 0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(n):
         card_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
         path = out_dir / f"attention-{seed}-{index:03d}.png"
-        render_attention_image(card_seed, size).save(path, format="PNG")
+        with atomic_path(path) as partial:
+            render_attention_image(card_seed, size).save(partial, format="PNG")
         paths.append(path)
     return paths
 
@@ -133,10 +134,3 @@ def attention_passed(mode: str, answer: Mapping, trial: Trial) -> bool:
         raise ValueError(f"answer[{key!r}] {value!r} is not valid; allowed: {', '.join(allowed)}")
     return value == ("synthetic" if mode == "single" else trial.synthetic_side)
 
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        allowed = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name} {value!r} is out of range; allowed: {allowed}")

@@ -10,21 +10,17 @@ the file as it is (raw) and on what a rater's browser would receive (``present``
 It then asks how well these cues predict real versus synthetic:
 
 * ``auc_raw`` / ``auc_presented``: cross-validated ROC AUC of a logistic regression on the
-  standardised cues (on the presented images without ``DETAIL_CUES``, see below;``StratifiedKFold``, at most 5 folds and never more than the smaller class,
+  standardised cues (``StratifiedKFold``, at most 5 folds and never more than the smaller class,
   shuffled with ``seed``; AUC of the pooled out-of-fold probabilities). Logistic regression was
   chosen over a random forest because it is deterministic, stable with a few dozen images and
   needs no tuning; the per-cue AUCs below catch strong single cues whatever their shape.
 * ``cues_raw`` / ``cues_presented``: per cue, the AUC of the cue alone, as ``max(auc, 1 - auc)``
   (0.5: no information, 1: separates perfectly).
 * ``leaks``: cues whose presented AUC exceeds ``threshold`` (default 0.75), strongest first.
-* ``detail_leaks``: the same for ``DETAIL_CUES``, reported but not failing the audit.
+  Every cue counts, file size included: a rater's browser sees the file's length as surely as
+  its pixels (the presentation stores its PNGs uncompressed so that the length is the same for
+  every image of a study).
 * ``passed``: ``auc_presented <= threshold`` and no leaks.
-
-``DETAIL_CUES`` (bytes per pixel) are nuisance cues in the raw files, where they reflect format
-and compression. After the transform every image has the same size, format and encoder, so the
-PNG's size depends only on the pixels a rater sees: how much fine detail and noise they hold. That
-is content, which the raters are there to judge; a detail leak says that the two sets differ
-visibly in sharpness, and no presentation can remove that without degrading the real images.
 
 With a few dozen images these AUCs are noisy (about +-0.1); a pass is evidence, not proof.
 """
@@ -48,6 +44,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from common.cli import run_cli
+from common.images import scan_image_files
 from review.presentation import (
     Field,
     PresentationError,
@@ -65,7 +63,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.75
 MAX_FOLDS = 5
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CUES: dict[str, str] = {
     "width": "frame width in pixels",
     "height": "frame height in pixels",
@@ -87,8 +84,6 @@ CUES: dict[str, str] = {
     "rim_ratio": "mean luminance of the field circle's rim (85-95% of its radius) over its inner half (vignetting)",
 }
 """The nuisance cues measured on every image, in the order of the feature vectors."""
-DETAIL_CUES = ("bytes_per_pixel",)
-"""Cues that measure only image detail once all images are encoded alike (see the module doc)."""
 
 
 class TooFewImages(ValueError):
@@ -101,11 +96,10 @@ class AuditResult:
 
     Attributes:
         auc_raw: Cross-validated AUC of all cues on the files as they are.
-        auc_presented: The same on the presented bytes, without ``DETAIL_CUES``.
+        auc_presented: The same on the presented bytes.
         cues_raw: Per cue, single-feature ``max(auc, 1 - auc)`` on the raw files.
         cues_presented: The same on the presented bytes.
         leaks: ``{"cue", "auc"}`` for presented cues above ``threshold``, strongest first.
-        detail_leaks: The same for ``DETAIL_CUES`` (reported; they do not fail the audit).
         n_real: Number of real images.
         n_fake: Number of synthetic images.
         threshold: Largest acceptable AUC, for the classifier and for each cue.
@@ -121,7 +115,6 @@ class AuditResult:
     cues_raw: dict[str, float]
     cues_presented: dict[str, float]
     leaks: list[dict]
-    detail_leaks: list[dict]
     n_real: int
     n_fake: int
     threshold: float
@@ -135,7 +128,6 @@ class AuditResult:
         """JSON-ready values; ``settings`` as ``PresentationSettings.to_dict()``."""
         return {
             "auc_raw": self.auc_raw, "auc_presented": self.auc_presented, "leaks": list(self.leaks),
-            "detail_leaks": list(self.detail_leaks),
             "cues_raw": dict(self.cues_raw), "cues_presented": dict(self.cues_presented), "n_real": self.n_real,
             "n_fake": self.n_fake, "threshold": self.threshold, "passed": self.passed,
             "settings": self.settings.to_dict(), "folds": self.folds, "seed": self.seed, "model": self.model,
@@ -313,15 +305,14 @@ def audit_files(
     raw = np.array([[cues[name] for name in CUES] for cues, _ in pairs])
     shown = np.array([[cues[name] for name in CUES] for _, cues in pairs])
     cues_raw, cues_presented = _cue_aucs(labels, raw), _cue_aucs(labels, shown)
-    nuisance = [i for i, name in enumerate(CUES) if name not in DETAIL_CUES]
-    leaks = _above(cues_presented, threshold, [name for name in CUES if name not in DETAIL_CUES])
+    leaks = _above(cues_presented, threshold, list(CUES))
     auc_raw = round(cross_validated_auc(raw, labels, folds, seed), 4)
-    auc_presented = round(cross_validated_auc(shown[:, nuisance], labels, folds, seed), 4)
+    auc_presented = round(cross_validated_auc(shown, labels, folds, seed), 4)
     logger.info("audit of %d real and %d synthetic images: AUC raw %.3f, presented %.3f, %d leaks",
                 len(real_paths), len(fake_paths), auc_raw, auc_presented, len(leaks))
     return AuditResult(
         auc_raw=auc_raw, auc_presented=auc_presented, cues_raw=cues_raw, cues_presented=cues_presented,
-        leaks=leaks, detail_leaks=_above(cues_presented, threshold, DETAIL_CUES), n_real=len(real_paths),
+        leaks=leaks, n_real=len(real_paths),
         n_fake=len(fake_paths), threshold=float(threshold), passed=auc_presented <= threshold and not leaks,
         settings=settings, folds=folds, seed=seed,
     )
@@ -338,14 +329,20 @@ def _above(aucs: dict[str, float], threshold: float, names: Sequence[str]) -> li
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, by suffix), sorted by path.
+    """Image files under ``folder`` (recursively, by suffix: ``common.files.IMAGE_SUFFIXES``), sorted by path.
+
+    Every other entry (another file type, a dangling link, a link loop, a FIFO) is logged as
+    skipped, with the reason; none is opened.
 
     Raises:
         FileNotFoundError: If ``folder`` is not a directory.
     """
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, skipped = scan_image_files(folder)
+    for path, reason in skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    return files
 
 
 def format_summary(result: AuditResult) -> str:
@@ -358,8 +355,7 @@ def format_summary(result: AuditResult) -> str:
         "  cue                 raw    presented",
     ]
     lines += [f"  {name:<18} {result.cues_raw[name]:.3f}  {result.cues_presented[name]:.3f}" for name in CUES]
-    for title, found in (("leaks", result.leaks), ("detail leaks (content, not failing)", result.detail_leaks)):
-        lines.append(f"  {title}: " + (", ".join(f"{leak['cue']} ({leak['auc']:.3f})" for leak in found) or "none"))
+    lines.append("  leaks: " + (", ".join(f"{leak['cue']} ({leak['auc']:.3f})" for leak in result.leaks) or "none"))
     lines.append(f"  {'PASSED' if result.passed else 'FAILED'}")
     return "\n".join(lines)
 
@@ -384,12 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = PresentationSettings(size=args.size)
-        result = audit_files(image_files(args.real), image_files(args.fake), settings, args.threshold, args.seed)
-    except (FileNotFoundError, TooFewImages, PresentationError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _audit(args), (FileNotFoundError, TooFewImages, PresentationError, ValueError))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    settings = PresentationSettings(size=args.size)
+    result = audit_files(image_files(args.real), image_files(args.fake), settings, args.threshold, args.seed)
     print(json.dumps(result.to_dict(), sort_keys=True) if args.json else format_summary(result))
     return 0
 

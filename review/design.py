@@ -36,7 +36,12 @@ class DesignError(ValueError):
     """A study design, or the images and raters given for it, that cannot make a valid study."""
 
 
-def _check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> None:
+    """Check that ``value`` is an integer (not a bool) within ``low``..``high`` (either may be None).
+
+    Raises:
+        DesignError: Naming ``name``, the value received and the range allowed.
+    """
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise DesignError(f"{name} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -44,17 +49,19 @@ def _check_int(name: str, value: object, low: int | None = None, high: int | Non
         raise DesignError(f"{name} {value!r} is out of range; allowed: {allowed}")
 
 
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Check that ``value`` is one of ``allowed``; raises ``DesignError`` naming ``name`` and the choices."""
     if value not in allowed:
         raise DesignError(f"{name} {value!r} is not valid; allowed: {', '.join(map(repr, allowed))}")
 
 
-def _check_sha256(name: str, value: object) -> None:
+def check_sha256(name: str, value: object) -> None:
+    """Check that ``value`` is a sha256 in 64 lowercase hex characters; raises ``DesignError`` naming ``name``."""
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise DesignError(f"{name} must be 64 lowercase hex characters, got {value!r}")
 
 
-def _rng(*parts: object) -> np.random.Generator:
+def seeded_rng(*parts: object) -> np.random.Generator:
     """A generator seeded by a stable hash of ``parts`` (Python's ``hash`` is salted per process)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "big"))
@@ -77,8 +84,8 @@ class StudyItem:
     checkpoint_id: int | None = None
 
     def __post_init__(self) -> None:
-        _check_sha256("StudyItem.sha256", self.sha256)
-        _check_choice("StudyItem.source", self.source, SOURCES)
+        check_sha256("StudyItem.sha256", self.sha256)
+        check_choice("StudyItem.source", self.source, SOURCES)
         try:
             validate_label(self.label)
         except UnknownLabel as error:
@@ -86,7 +93,7 @@ class StudyItem:
         if self.source == "real" and self.checkpoint_id is not None:
             raise DesignError(f"StudyItem.checkpoint_id must be None for a real image, got {self.checkpoint_id!r}")
         if self.source == "synthetic":
-            _check_int("StudyItem.checkpoint_id of a synthetic image", self.checkpoint_id)
+            check_int("StudyItem.checkpoint_id of a synthetic image", self.checkpoint_id)
 
     @property
     def cell(self) -> str:
@@ -113,6 +120,9 @@ class StudyDesign:
         seed: Seeds every random choice of the study (>= 0).
         show_masks: Single mode only: show each image with its polyp mask outlined and ask whether
             the mask fits the lesion; only images with a stored mask are eligible.
+        image_sets: Names of the image sets its real images come from (``database.image_sets``);
+            empty until the study is created, which records the sets it used (by default every
+            clinical set; a simulated study, the demo set).
     """
 
     mode: str
@@ -125,27 +135,33 @@ class StudyDesign:
     size: int = 256
     seed: int = 0
     show_masks: bool = False
+    image_sets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_choice("StudyDesign.mode", self.mode, MODES)
+        check_choice("StudyDesign.mode", self.mode, MODES)
         ids = self.checkpoint_ids
         ids = tuple(ids) if isinstance(ids, Iterable) and not isinstance(ids, (str, bytes)) else None
         for checkpoint_id in ids or ():
-            _check_int("StudyDesign.checkpoint_ids[...]", checkpoint_id)
+            check_int("StudyDesign.checkpoint_ids[...]", checkpoint_id)
         if not ids or len(set(ids)) != len(ids):
             raise DesignError(f"StudyDesign.checkpoint_ids {self.checkpoint_ids!r} is not valid; "
                               "allowed: one or more distinct integer ids")
         object.__setattr__(self, "checkpoint_ids", tuple(int(i) for i in ids))  # a list would make it unhashable
-        _check_int("StudyDesign.images_per_cell", self.images_per_cell, 1)
+        check_int("StudyDesign.images_per_cell", self.images_per_cell, 1)
         if self.real_per_label is not None:
-            _check_int("StudyDesign.real_per_label", self.real_per_label, 0)
-        _check_int("StudyDesign.ratings_per_image", self.ratings_per_image, 1)
-        _check_int("StudyDesign.repeats", self.repeats, 0)
-        _check_int("StudyDesign.attention_checks", self.attention_checks, 0)
-        _check_int("StudyDesign.size", self.size, *SIZE_RANGE)
-        _check_int("StudyDesign.seed", self.seed, 0)  # numpy seeds, and the attention cards', are non-negative
+            check_int("StudyDesign.real_per_label", self.real_per_label, 0)
+        check_int("StudyDesign.ratings_per_image", self.ratings_per_image, 1)
+        check_int("StudyDesign.repeats", self.repeats, 0)
+        check_int("StudyDesign.attention_checks", self.attention_checks, 0)
+        check_int("StudyDesign.size", self.size, *SIZE_RANGE)
+        check_int("StudyDesign.seed", self.seed, 0)  # numpy seeds, and the attention cards', are non-negative
         if not isinstance(self.show_masks, bool):
             raise DesignError(f"StudyDesign.show_masks must be true or false, got {self.show_masks!r}")
+        names = self.image_sets
+        if isinstance(names, (str, bytes)) or not isinstance(names, Iterable) or not all(
+                isinstance(name, str) and name for name in names):
+            raise DesignError(f"StudyDesign.image_sets must be a list of image set names, got {names!r}")
+        object.__setattr__(self, "image_sets", tuple(dict.fromkeys(names)))
         if self.show_masks and self.mode != "single":
             raise DesignError("StudyDesign.show_masks asks whether one image's mask fits its lesion: "
                               "allowed in single mode only, got mode 'pair'")
@@ -161,6 +177,7 @@ class StudyDesign:
         """The design as JSON-ready values (``checkpoint_ids`` as a list)."""
         data = asdict(self)
         data["checkpoint_ids"] = list(self.checkpoint_ids)
+        data["image_sets"] = list(self.image_sets)
         return data
 
     @classmethod
@@ -205,7 +222,7 @@ def select_items(
         DesignError: If a pool holds the wrong source or a duplicate, or a cell has too few images.
     """
     synthetic, real = _pool(synthetic_pool, "synthetic"), _pool(real_pool, "real")
-    _reject_duplicates(synthetic + real)
+    reject_duplicates(synthetic + real)
     chosen = []
     for checkpoint_id in sorted(design.checkpoint_ids):
         for label in LABELS:
@@ -229,7 +246,8 @@ def _pool(pool: Iterable[StudyItem], source: str) -> list[StudyItem]:
     return items
 
 
-def _reject_duplicates(items: list[StudyItem]) -> None:
+def reject_duplicates(items: list[StudyItem]) -> None:
+    """Raise ``DesignError`` listing (up to five) sha256s that appear more than once among ``items``."""
     repeated = sorted(sha for sha, n in Counter(i.sha256 for i in items).items() if n > 1)
     if repeated:
         raise DesignError(f"each image may appear once; duplicated sha256: {', '.join(repeated[:5])}")
@@ -239,5 +257,5 @@ def _sample(items: list[StudyItem], n: int, seed: int, where: str) -> list[Study
     if len(items) < n:
         raise DesignError(f"too few images for {where}: the design needs {n}, {len(items)} exist")
     ordered = sorted(items, key=lambda item: item.sha256)
-    picks = _rng(seed, "select", where).choice(len(ordered), size=n, replace=False)
+    picks = seeded_rng(seed, "select", where).choice(len(ordered), size=n, replace=False)
     return [ordered[i] for i in sorted(picks)]

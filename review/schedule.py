@@ -4,7 +4,7 @@ Pure, seeded functions; no database and no UI:
 
 1. ``StudyDesign`` is the frozen design an admin sets; it is stored as JSON (``to_dict``).
 2. ``select_items`` picks the study's images from the registered pools.
-   (Both live in ``review.design`` and are importable from here.)
+   (Both live in ``review.design``.)
 3. ``make_schedules`` gives each rater a list of ``Trial``: who rates which image, on which side,
    in which order, with planned repeats (intra-rater reliability) and attention checks.
 4. ``summarise`` counts the result for tests and the admin tab.
@@ -22,24 +22,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.labels import LABELS
-from review.design import (  # noqa: F401  (re-exported: the design and the schedule are used together)
+from review.design import (
     ATTENTION_CELL,
     KINDS,
     MAX_RUN,
-    MODES,
     REPEAT_GAP,
     SIDES,
-    SIZE_RANGE,
-    SOURCES,
     DesignError,
     StudyDesign,
     StudyItem,
-    _check_choice,
-    _check_int,
-    _check_sha256,
-    _reject_duplicates,
-    _rng,
-    select_items,
+    check_choice,
+    check_sha256,
+    reject_duplicates,
+    seeded_rng,
 )
 
 
@@ -65,7 +60,7 @@ class Trial:
     cell: str
 
     def __post_init__(self) -> None:
-        _check_choice("Trial.kind", self.kind, KINDS)
+        check_choice("Trial.kind", self.kind, KINDS)
         if len(self.images) not in (1, 2):
             raise DesignError(f"Trial.images must hold 1 (single) or 2 (pair) sha256s, got {self.images!r}")
         sides = (None,) if len(self.images) == 1 else SIDES
@@ -125,7 +120,7 @@ def make_schedules(
     units, reals = _units(design, list(items))
     attention = _check_attention(design, attention_images, units, reals)
     order = sorted(raters, key=repr)
-    _rng(design.seed, "raters").shuffle(order)
+    seeded_rng(design.seed, "raters").shuffle(order)
     assigned = _assign(design, units, order)
     partners = _partners(design, assigned, reals, order) if design.mode == "pair" else {}
     return {r: _rater_schedule(design, r, assigned[r], partners.get(r), attention) for r in raters}
@@ -146,7 +141,7 @@ def _units(design: StudyDesign, items: list[StudyItem]) -> tuple[list[StudyItem]
     for item in items:
         if not isinstance(item, StudyItem):
             raise DesignError(f"items must be StudyItems, got {item!r}")
-    _reject_duplicates(items)
+    reject_duplicates(items)
     for item in items:
         if item.source == "synthetic" and item.checkpoint_id not in design.checkpoint_ids:
             raise DesignError(f"image {item.sha256[:12]} comes from checkpoint id {item.checkpoint_id}, "
@@ -161,7 +156,7 @@ def _check_attention(
 ) -> list[str]:
     cards = list(attention_images)
     for sha in cards:
-        _check_sha256("attention image sha256", sha)
+        check_sha256("attention image sha256", sha)
     study = {u.sha256 for u in units} | {sha for shas in reals.values() for sha in shas}
     if len(set(cards)) != len(cards) or study & set(cards):
         raise DesignError("attention images must be distinct and not among the study's images")
@@ -180,7 +175,7 @@ def _assign(design: StudyDesign, units: list[StudyItem], order: list[Hashable]) 
     for unit in units:
         by_cell[unit.cell].append(unit)
     assigned: dict[Hashable, list[StudyItem]] = {rater: [] for rater in order}
-    rng, start = _rng(design.seed, "assign"), 0
+    rng, start = seeded_rng(design.seed, "assign"), 0
     for cell in sorted(by_cell):
         for i in rng.permutation(len(by_cell[cell])):
             for j in range(k):
@@ -194,7 +189,7 @@ def _partners(
 ) -> dict[Hashable, tuple[dict[str, list[str]], list[str]]]:
     """Per rater: distinct real images per label (pairs first, then attention checks) and the
     attention checks' labels; each label's reals are taken in turn from one seeded cycle."""
-    cycles = {label: [reals[label][i] for i in _rng(design.seed, "partners", label).permutation(len(reals[label]))]
+    cycles = {label: [reals[label][i] for i in seeded_rng(design.seed, "partners", label).permutation(len(reals[label]))]
               for label in LABELS}
     start = dict.fromkeys(LABELS, 0)
     partners = {}
@@ -216,7 +211,7 @@ def _partners(
 def _attention_labels(design: StudyDesign, rater: Hashable, need: Counter, sizes: dict[str, int]) -> list[str]:
     """Labels of the real images beside a rater's attention cards: alternating, seeded start,
     switching label when one has no unused real image left for this rater."""
-    first = int(_rng(design.seed, "attention-labels", rater).integers(len(LABELS)))
+    first = int(seeded_rng(design.seed, "attention-labels", rater).integers(len(LABELS)))
     spare = {label: sizes[label] - need[label] for label in LABELS}
     labels = []
     for i in range(design.attention_checks):
@@ -231,7 +226,7 @@ def _attention_labels(design: StudyDesign, rater: Hashable, need: Counter, sizes
 def _rater_schedule(
     design: StudyDesign, rater: Hashable, units: list[StudyItem], partners: tuple | None, attention: list[str]
 ) -> list[Trial]:
-    rng = _rng(design.seed, "rater", rater)
+    rng = seeded_rng(design.seed, "rater", rater)
     reals, attention_labels = partners or ({}, [])
     reals = {label: [shas[i] for i in rng.permutation(len(shas))] for label, shas in reals.items()}
     normal = _normal_trials(design.mode, units, reals, rng)

@@ -3,7 +3,8 @@
 Every function that acts for a person takes that person's session token and checks it here,
 server side: a rater reaches only their own trials, never another rater's answers, never admin
 functions, whatever the browser sends. Errors a person can fix are ``ReviewError``s with a
-message saying what to do.
+message saying what to do. (A little over 400 lines: sessions, rating and export share the
+session check; the account half is the candidate to move out.)
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
 
+from common.spreadsheet import neutralise_row
 from database import raters as rater_store
 from database import ratings as rating_store
 from database import studies as study_store
@@ -89,45 +92,100 @@ def set_password(db: sqlite_utils.Database, username: str, password: str) -> Non
     rater_store.set_password_hash(db, rater["id"], auth.hash_password(password))
 
 
-def sign_in(db: sqlite_utils.Database, username: str, password: str) -> str:
+def sign_in(db: sqlite_utils.Database, username: str, password: str, client: str | None = None) -> str:
     """Check credentials and return a new session token.
 
+    Failed attempts are counted per user name and per ``client`` (the caller's address): past a
+    few, each try waits longer (``auth.throttle_delay``). An unknown name costs the same scrypt
+    work and gets the same answers as a known one.
+
     Raises:
-        NotSignedIn: For an unknown user or a wrong password (the same message for both).
+        NotSignedIn: For an unknown user or a wrong password (the same message for both), or while
+            the name or client must wait.
     """
-    rater = rater_store.get_rater_by_username(db, (username or "").strip())
-    if rater is None or not auth.verify_password(password or "", rater["password_hash"]):
-        raise NotSignedIn("unknown username or wrong password")
+    name = (username or "").strip()
+    keys = {"user": f"user:{name.casefold()[:200]}", **({"client": f"client:{client[:200]}"} if client else {})}
+    _refuse_if_throttled(db, keys)
+    rater = rater_store.get_rater_by_username(db, name)
+    if not auth.verify_password(password or "", rater["password_hash"] if rater else None):
+        rater_store.record_sign_in_failure(db, list(keys.values()))
+        raise NotSignedIn(BAD_CREDENTIALS)
+    rater_store.clear_sign_in_failures(db, list(keys.values()))
     return _new_session(db, rater["id"])
 
 
+BAD_CREDENTIALS = "unknown username or wrong password"
+
+
+def _refuse_if_throttled(db: sqlite_utils.Database, keys: dict[str, str]) -> None:
+    kinds = {key: kind for kind, key in keys.items()}
+    waits = [auth.throttle_wait(kinds[row["key"]], row["failures"], row["last_failure_at"])
+             for row in rater_store.sign_in_failures(db, list(keys.values()))]
+    wait = max(waits, default=0.0)
+    if wait > 0:
+        raise NotSignedIn(f"too many failed sign-ins: try again in {math.ceil(wait)} s")
+
+
 def redeem_invitation(db: sqlite_utils.Database, invitation: str) -> tuple[str, int]:
-    """Sign in with an invitation link's token; returns (session token, study id).
+    """Sign in with an invitation link's token, once; returns (session token, study id).
+
+    The session ends when the invitation would have expired, if that comes first.
 
     Raises:
-        NotSignedIn: For a token that was never issued (forged, mistyped) or has expired.
+        NotSignedIn: For a token that was never issued (forged, mistyped), was already used,
+            was replaced by a newer one, or has expired (one message for all).
     """
-    row = rater_store.get_invitation(db, auth.token_hash(invitation or ""))
+    token = auth.new_token()
+    row = rater_store.redeem_invitation(db, auth.token_hash(invitation or ""), auth.token_hash(token),
+                                        auth.expiry(auth.SESSION_DAYS))
     if row is None:
-        raise NotSignedIn("this invitation link is not valid: check that it was copied whole, "
-                          "or ask the study's organiser for a new one")
-    if row["expires_at"] <= auth.stamp(auth.now_utc()):
-        raise NotSignedIn(f"this invitation link expired on {row['expires_at'][:10]}; "
-                          "ask the study's organiser for a new one")
-    return _new_session(db, row["rater_id"]), row["study_id"]
+        # Only the holder of a real link (192 random bits) learns that it expired.
+        known = rater_store.get_invitation(db, auth.token_hash(invitation or ""))
+        if known and known["redeemed_at"] is None and known["revoked_at"] is None:
+            raise NotSignedIn(f"this invitation link expired on {known['expires_at'][:10]}; "
+                              "ask the study's organiser for a new one")
+        raise NotSignedIn("this invitation link is not valid (each link signs in once): check that it was "
+                          "copied whole, or ask the study's organiser for a new one")
+    return token, row["study_id"]
 
 
 def account(db: sqlite_utils.Database, session: str | None) -> Account:
-    """The account a session token belongs to.
+    """The account a live session token belongs to; using it restarts the session's idle clock.
 
     Raises:
-        NotSignedIn: If the token is missing, unknown or expired.
+        NotSignedIn: If the token is missing, unknown, revoked, idle too long or expired.
     """
-    rater = rater_store.session_rater(db, auth.token_hash(session)) if session else None
+    hashed = auth.token_hash(session) if isinstance(session, str) and session else None
+    rater = rater_store.session_rater(db, hashed, auth.idle_cutoff()) if hashed else None
     if rater is None:
         raise NotSignedIn("please sign in (your session is missing or has expired)")
+    if auth.needs_touch(rater["session_seen_at"]):
+        rater_store.touch_session(db, hashed)
     return Account(rater["id"], rater["username"], rater["role"], rater["profile_at"] is None,
                    bool(rater["simulated"]))
+
+
+def sign_out(db: sqlite_utils.Database, session: str | None) -> None:
+    """End a session on the server (nothing happens for an unknown or ended one)."""
+    if isinstance(session, str) and session:
+        rater_store.revoke_session(db, auth.token_hash(session))
+
+
+def revoke(db: sqlite_utils.Database, username: str) -> tuple[int, int]:
+    """End every session of an account and withdraw its unused invitations; returns (sessions, invitations).
+
+    For trusted callers (the command line, or ``revoke_as_admin``).
+    """
+    rater = rater_store.get_rater_by_username(db, _clean_username(username))
+    if rater is None:
+        raise ReviewError(f"no account named {username!r}")
+    return rater_store.revoke_rater(db, rater["id"])
+
+
+def revoke_as_admin(db: sqlite_utils.Database, session: str, username: str) -> tuple[int, int]:
+    """``revoke`` for an admin in the app."""
+    require_admin(db, session)
+    return revoke(db, username)
 
 
 def require_admin(db: sqlite_utils.Database, session: str | None) -> Account:
@@ -229,6 +287,8 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
     trial = study_store.get_trial(db, int(trial_id))
     if trial is None or trial["rater_id"] != who.id or trial["study_id"] != study_id:
         raise Forbidden("this trial is not in your schedule")
+    if trial["rating_id"] is None and not _is_shown_now(db, trial, who.id):
+        raise Forbidden("this is not the image you are being shown now: press Start / resume")
     if not isinstance(key, str) or not 8 <= len(key) <= 128:
         raise ReviewError("submit key must be 8-128 characters")
     clean = validate_answers(study["mode"], answers,
@@ -244,6 +304,12 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
     if not stored and existing["trial_id"] != trial["id"]:
         raise ReviewError("this submit key was already used for another trial")
     return stored
+
+
+def _is_shown_now(db: sqlite_utils.Database, trial: dict, rater_id: int) -> bool:
+    """Whether ``trial`` is the one ``next_item`` showed the rater last: their first unrated, already shown."""
+    current = study_store.next_trial(db, trial["study_id"], rater_id)
+    return current is not None and current["id"] == trial["id"] and trial["shown_at"] is not None
 
 
 def validate_answers(mode: str, answers: dict, mask_fit: bool = False) -> dict:
@@ -335,9 +401,12 @@ def export_csv(db: sqlite_utils.Database, session: str, study_id: int) -> str:
         raise ReviewError(f"no study with id {study_id}")
     rows = rating_store.export_rows(db, int(study_id))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    # RFC 4180 line ends: a carriage return inside a comment is then quoted too, not a new row.
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    # Comments, specialty, user and study names, prompts are typed by people: no cell may run as a
+    # formula. The image token is the server's random [A-Za-z0-9_-] name and is kept as it is.
+    writer.writerows({**neutralise_row(row), "image_token": row["image_token"]} for row in rows)
     return out.getvalue()
 
 

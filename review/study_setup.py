@@ -7,13 +7,15 @@ the presentation settings are stored with it, made by pure seeded functions
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import sqlite_utils
 
+from common.files import sha256_file, write_atomic
+from database import image_sets
 from database import images as image_store
 from database import masks as mask_store
 from database import raters as rater_store
@@ -21,12 +23,13 @@ from database import studies as study_store
 from generation.library import generate_and_record, record_checkpoint
 from generation.masks.files import load_mask
 from generation.prompts import load_prompts
-from generation.sampling import SamplingRequest
+from generation.sampling import MAX_SEED, SamplingRequest
 from review import auth
 from review.attention import write_attention_images
 from review.audit import audit_files
+from review.design import DesignError, StudyDesign, StudyItem, select_items
 from review.presentation import PresentationSettings, present_file
-from review.schedule import DesignError, StudyDesign, StudyItem, make_schedules, select_items
+from review.schedule import make_schedules
 from review.studies import ReviewError, create_account, require_admin
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,25 @@ class RaterSpec:
 
     username: str
     password: str | None = None
+
+
+def parse_raters(text: str | None) -> list[RaterSpec]:
+    """The raters an admin typed, one per line: ``username`` (invitation link) or ``username,password``.
+
+    Blank lines are skipped.
+
+    Raises:
+        ReviewError: For a line without a username, naming its number.
+    """
+    specs = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        user, _, pwd = line.partition(",")
+        if not user.strip():
+            raise ReviewError(f"raters line {number}: expected `username` or `username,password`, got {line!r}")
+        specs.append(RaterSpec(user.strip(), pwd.strip() or None))
+    return specs
 
 
 @dataclass(frozen=True)
@@ -67,10 +89,11 @@ def create_study(
         raise ReviewError("study name must have 1-200 characters")
     if not raters:
         raise ReviewError("name at least one rater (one username per line)")
+    design = replace(design, image_sets=study_sets(db, design.image_sets, simulated))
     rater_ids = {spec.username: _rater_id(db, spec, simulated) for spec in raters}
     synthetic = [_item(row) for row in image_store.list_images(db, source="synthetic")
                  if row["checkpoint_id"] in design.checkpoint_ids]
-    real = [_item(row) for row in image_store.list_images(db, source="real")]
+    real = [_item(row) for row in image_store.list_images(db, source="real", image_sets=design.image_sets)]
     masks = _masks(db) if design.show_masks else None
     if masks is not None:  # only images whose mask can be outlined
         synthetic = [item for item in synthetic if item.sha256 in masks]
@@ -98,6 +121,34 @@ def create_study(
     per_rater = {user: len(schedules[rid]) for user, rid in rater_ids.items()}
     logger.info("study %s (%s) created: %d raters, %d images", study_id, name, len(rater_ids), len(images))
     return CreatedStudy(study_id, invitations, per_rater)
+
+
+def study_sets(db: sqlite_utils.Database, names: tuple[str, ...] | list[str] = (),
+               simulated: bool = False) -> tuple[str, ...]:
+    """The image sets a study draws its real images from (recorded in its design).
+
+    ``names`` when given; else every clinical set, or on a demo install without a clinical set
+    the phantom-demo sets (never both kinds unless named); a simulated study: the demo set. The
+    New study form can offer ``database.image_sets.list_sets(db)`` and pass the chosen names as
+    ``StudyDesign(image_sets=...)``.
+
+    Raises:
+        ReviewError: For an unknown set, or when there is no set to draw from.
+    """
+    try:
+        if names:
+            chosen = image_sets.resolve(db, list(names))
+        elif simulated:
+            chosen = image_sets.resolve(db, [image_sets.DEMO_SET])
+        else:
+            chosen = (image_sets.resolve(db, None, kind="clinical")
+                      or image_sets.resolve(db, None, kind="phantom-demo"))
+    except image_sets.ImageSetError as error:
+        raise ReviewError(f"{error}; register images with `python -m review.register --data DIR --set NAME`") from error
+    if not chosen:
+        raise ReviewError("no image set to draw real images from: register clinical frames with "
+                          "`python -m review.register --data DIR --set NAME` (the demo's phantoms: `make demo-data`)")
+    return tuple(s["name"] for s in chosen)
 
 
 def new_invitation(db: sqlite_utils.Database, session: str, study_id: int, username: str,
@@ -169,6 +220,19 @@ def progress(db: sqlite_utils.Database, session: str, study_id: int) -> list[dic
     return study_store.study_progress(db, study_id)
 
 
+def studies_table(db: sqlite_utils.Database) -> list[list]:
+    """Every study as a row of the admin's table: id, name, mode, status, raters, rated, trials, audit verdict."""
+    rows = []
+    for study in study_store.list_studies(db):
+        progress = study_store.study_progress(db, study["id"])
+        audit = study["audit"]
+        verdict = "not run" if audit is None else ("passed" if audit.get("passed") else "FAILED") + (
+            " (overridden)" if study["audit_override"] else "")
+        rows.append([study["id"], study["name"], study["mode"], study["status"], len(progress),
+                     sum(r["rated"] for r in progress), sum(r["total"] for r in progress), verdict])
+    return rows
+
+
 def _study(db, study_id) -> dict:
     study = study_store.get_study(db, int(study_id))
     if study is None:
@@ -198,7 +262,7 @@ def _attention_images(data_dir: Path, design: StudyDesign) -> dict[str, Path]:
         return {}
     paths = write_attention_images(Path(data_dir) / "attention" / f"seed{design.seed}-{design.size}px",
                                    n=max(2, min(design.attention_checks, 6)), seed=design.seed, size=design.size)
-    return {hashlib.sha256(path.read_bytes()).hexdigest(): path for path in paths}
+    return {sha256_file(path): path for path in paths}
 
 
 def _masks(db) -> dict[str, dict]:
@@ -225,7 +289,7 @@ def _present(db, data_dir: Path, shown: set[str], attention: dict[str, Path],
             target = out_dir / f"{token}.png"
             try:
                 outline = None if masks is None or sha in attention else _read_mask(masks[sha])
-                target.write_bytes(present_file(Path(meta["path"]), settings.size, outline))
+                write_atomic(target, present_file(Path(meta["path"]), settings.size, outline))
             except (OSError, ValueError) as error:
                 raise ReviewError(f"image {meta['path']} could not be presented: {error}") from error
             written.append(target)
@@ -251,13 +315,19 @@ def _trial_row(rater_id: int, trial) -> dict:
             "synthetic_side": trial.synthetic_side, "repeat_of": trial.repeat_of, "cell": trial.cell}
 
 
-def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: int, generate: bool,
-                  progress=None) -> list[int]:
+def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: int | None = None,
+                  generate: bool = True, progress=None) -> list[int]:
     """The database ids of the chosen checkpoints, generating missing synthetic images if asked.
 
     For each checkpoint and pathology with fewer than ``per_label`` stored images, and
-    ``generate`` true, the shortfall is generated with the default prompt and sampler, seeds
-    continuing after the images already stored.
+    ``generate`` true, the shortfall is generated with the default prompt and sampler from a
+    base seed drawn with ``secrets`` (``new_seed``). The seeds stay on the server (provenance in
+    the database); a rater who regenerates the demo checkpoints' images with seeds 0, 1, 2... and
+    the default prompt, presents and hashes them, finds none of the files served.
+
+    Args:
+        seed: Not used for generation (seeds are never predictable); accepted so callers that
+            pass the study's design seed keep working.
     """
     if not checkpoint_paths:
         raise ReviewError("choose at least one checkpoint")
@@ -267,16 +337,18 @@ def ensure_images(services, checkpoint_paths: list[str], per_label: int, seed: i
         checkpoint_id = record_checkpoint(services, path)
         ids.append(checkpoint_id)
         for label in ("AD", "NonAD"):
-            db = services.db()
-            try:
+            with services.db() as db:
                 have = len(image_store.list_images(db, source="synthetic", label=label, checkpoint_id=checkpoint_id))
-            finally:
-                db.close()
             if have >= per_label or not generate:
                 continue
             if progress is not None:
                 progress((number, len(checkpoint_paths)), desc=f"generating {per_label - have} {label} images")
             request = SamplingRequest(label=label, prompt=book.default_prompt(label), negative_prompt=book.negative,
-                                      n=per_label - have, seed=seed + have)
+                                      n=per_label - have, seed=new_seed(per_label - have))
             generate_and_record(services, path, request)
     return ids
+
+
+def new_seed(n: int) -> int:
+    """A base seed from the operating system's CSPRNG for ``n`` images (seeds ``S`` .. ``S + n - 1``)."""
+    return secrets.randbelow(MAX_SEED - n + 2)

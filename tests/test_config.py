@@ -58,3 +58,12 @@ def test_bad_kiosk_idle_times_are_refused(env, capsys):
     with pytest.raises(SystemExit):
         build_config([], env=env)
     assert "idle" in capsys.readouterr().err.lower()
+
+
+def test_config_from_keyword_flags_skips_none(tmp_path) -> None:
+    from appconfig import build_config, config_from
+
+    env = {"POLYP_DATA_DIR": str(tmp_path / "env-data")}
+    assert config_from(env, db=tmp_path / "x.db", data_dir=None) == build_config(["--db", str(tmp_path / "x.db")], env)
+    assert config_from(env, kiosk_db=tmp_path / "k.db", device="cpu").kiosk_db_path == tmp_path / "k.db"
+    assert config_from(env).data_dir == tmp_path / "env-data"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -133,32 +134,36 @@ def expert_accuracy(study_db: Path) -> dict[tuple[str, str], Proportion]:
     path = Path(study_db)
     if not path.is_file():
         return {}
-    counts: dict[tuple[str, str], list[int]] = {}
     try:
         connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
     except sqlite3.Error as error:
         logger.warning("experts' accuracy unavailable: cannot open %s read-only: %s", path, error)
         return {}
-    try:
-        db = sqlite_utils.Database(connection)
-        if "studies" not in db.table_names():
+    with closing(connection):
+        try:
+            counts = _pair_tallies(sqlite_utils.Database(connection))
+        except sqlite3.Error as error:
+            logger.warning("experts' accuracy unavailable: %s: %s", path, error)
             return {}
-        for study in list_studies(db):
-            if study["mode"] != "pair":
-                continue
-            for row in export_rows(db, study["id"]):
-                if row["image_source"] != "synthetic" or row["trial_kind"] != "normal" or not row["checkpoint_fingerprint"]:
-                    continue
-                panel = SIMULATED_PANEL if (row["study_simulated"] or row["rater_simulated"]) else EXPERTS
-                tally = counts.setdefault((row["checkpoint_fingerprint"], panel), [0, 0])
-                tally[0] += row["synthetic_choice"] == row["synthetic_side"]
-                tally[1] += 1
-    except sqlite3.Error as error:
-        logger.warning("experts' accuracy unavailable: %s: %s", path, error)
-        return {}
-    finally:
-        connection.close()
     return {key: Proportion(correct, n) for key, (correct, n) in counts.items()}
+
+
+def _pair_tallies(db: sqlite_utils.Database) -> dict[tuple[str, str], list[int]]:
+    """``[correct, n]`` of normal pair trials on synthetic images per (checkpoint fingerprint, panel)."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    if "studies" not in db.table_names():
+        return counts
+    for study in list_studies(db):
+        if study["mode"] != "pair":
+            continue
+        for row in export_rows(db, study["id"]):
+            if row["image_source"] != "synthetic" or row["trial_kind"] != "normal" or not row["checkpoint_fingerprint"]:
+                continue
+            panel = SIMULATED_PANEL if (row["study_simulated"] or row["rater_simulated"]) else EXPERTS
+            tally = counts.setdefault((row["checkpoint_fingerprint"], panel), [0, 0])
+            tally[0] += row["synthetic_choice"] == row["synthetic_side"]
+            tally[1] += 1
+    return counts
 
 
 @dataclass(frozen=True)

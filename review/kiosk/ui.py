@@ -10,23 +10,27 @@ admin controls, no Gradio footer. Two pages:
 * ``/presenter``: live aggregates per checkpoint for a second screen, refreshed every few seconds,
   with a QR code of the kiosk's address on the local network.
 
-Callbacks call ``review.kiosk``; every text that came from a visitor is HTML-escaped here.
+Callbacks call ``review.kiosk`` and return dicts keyed by component; the screens' HTML comes from
+``review.kiosk.pages``. Every text that came from a visitor is HTML-escaped.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
 import logging
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from appconfig import AppConfig
-from database.kiosk import open_kiosk_db
+from database.kiosk import connect_kiosk
+from review.headers import SecurityHeaders
 from review.kiosk import game as kiosk
+from review.kiosk import pages
 from review.kiosk import results as kiosk_results
 from review.kiosk.game import KioskError, RoundView
 from review.kiosk.pools import PoolsError, default_pools_dir, load_pools
@@ -138,8 +142,10 @@ INTRO = (
 
 
 def launch_options(config: AppConfig) -> dict:
-    """Keyword arguments for ``launch()`` that the kiosk needs (its CSS hides Gradio's chrome)."""
-    return {"css": CSS, "js": DARK_JS, "server_name": config.host, "server_port": config.port, "show_error": True}
+    """Keyword arguments for ``launch()`` that the kiosk needs: its CSS hides Gradio's chrome; the same
+    security headers as the workbench (``review.headers``) and no run history in visitors' browsers."""
+    return {"css": CSS, "js": DARK_JS, "server_name": config.host, "server_port": config.port, "show_error": True,
+            "run_history": False, "app_kwargs": {"middleware": [Middleware(SecurityHeaders)]}}
 
 
 def _user_errors(fn):
@@ -170,247 +176,170 @@ def build(config: AppConfig, idle_s: float | None = None) -> gr.Blocks:
     pools_dir = default_pools_dir(config.data_dir)
     load_pools(pools_dir)  # refuse to start without pools; games reload them, so a rebuild needs no restart
     idle_ms = int(1000 * (idle_s if idle_s is not None else config.kiosk_idle_s))
-
-    def db():
-        return open_kiosk_db(config.kiosk_db_path)
-
-    db().close()  # create and migrate the database now, not in two visitors' first requests at once
+    with connect_kiosk(config.kiosk_db_path):
+        pass  # create and migrate the database now, not in two visitors' first requests at once
 
     with gr.Blocks(title=TITLE, fill_width=True) as app:
-        token = gr.State("")
-        gr.HTML("", js_on_load=IDLE_JS.replace("IDLE_MS", str(idle_ms)))
-        reset = gr.Button("reset", visible="hidden", elem_id="kiosk-reset")
-        with gr.Column(elem_id="kiosk-start", elem_classes="kiosk") as start_screen:
-            gr.HTML(FULLSCREEN_HTML, js_on_load=FULLSCREEN_JS)
-            gr.HTML(f"<h1>{TITLE}</h1>{INTRO}")
-            play = gr.Button("▶ Play", variant="primary", elem_classes="kiosk-big")
-            board_start = gr.HTML("")
-        with gr.Column(visible=False, elem_classes="kiosk") as game_screen:
-            header = gr.HTML("")
-            pair = gr.HTML("", js_on_load=PAIR_JS)
-            feedback = gr.HTML("")
-            next_round = gr.Button("Next round ▶", variant="primary", visible=False, elem_classes="kiosk-big")
-        with gr.Column(visible=False, elem_classes="kiosk") as result_screen:
-            result = gr.HTML("")
-            with gr.Row(equal_height=True):
-                nickname = gr.Textbox(label="Nickname for the leaderboard (optional, letters, digits, space, - and _)",
-                                      max_lines=1, max_length=kiosk.NICKNAME_MAX, scale=3)
-                save_name = gr.Button("Add to leaderboard", scale=1, elem_classes="kiosk-big")
-            message = gr.HTML("")
-            board_result = gr.HTML("")
-            again = gr.Button("▶ Play again", variant="primary", elem_classes="kiosk-big")
-
-        screens = (start_screen, game_screen, result_screen)
-
-        def show(screen, values: dict) -> dict:
-            return {**{s: gr.update(visible=s is screen) for s in screens}, **values}
-
-        def round_updates(view: RoundView) -> dict:
-            return show(game_screen, {
-                header: _header_html(view), pair: _pair_html(view, pools_dir), feedback: _feedback_html(view),
-                next_round: gr.update(visible=view.answered, value="See your score ▶" if view.last else "Next round ▶")})
-
-        def start_view():
-            connection = db()
-            try:
-                board = _leaderboard_html(kiosk.leaderboard(connection))
-            finally:
-                connection.close()
-            return show(start_screen, {token: "", board_start: board, nickname: "", message: ""})
-
-        @_user_errors
-        def on_play():
-            pools = load_pools(pools_dir)
-            connection = db()
-            try:
-                game = kiosk.new_game(connection, pools)
-                view = kiosk.next_round(connection, game)
-            finally:
-                connection.close()
-            return {**round_updates(view), token: game}
-
-        @_user_errors
-        def on_pick(game, evt: gr.EventData):
-            data = getattr(evt, "_data", None) or {}
-            connection = db()
-            try:
-                view = kiosk.answer(connection, game, data.get("round"), data.get("side"))
-            finally:
-                connection.close()
-            return round_updates(view)
-
-        @_user_errors
-        def on_next(game):
-            connection = db()
-            try:
-                view = kiosk.next_round(connection, game)
-                if view is not None:
-                    return round_updates(view)
-                outcome = kiosk_results.game_result(connection, game, config.db_path)
-                board = _leaderboard_html(kiosk.leaderboard(connection))
-            finally:
-                connection.close()
-            return show(result_screen, {result: _result_html(outcome), board_result: board, message: "", nickname: ""})
-
-        @_user_errors
-        def on_nickname(game, raw):
-            connection = db()
-            try:
-                try:
-                    name = kiosk.set_nickname(connection, game, raw)
-                except kiosk.BadNickname as error:
-                    return {message: f"<p class='kiosk-message'>{html.escape(str(error))}</p>"}
-                board = _leaderboard_html(kiosk.leaderboard(connection))
-            finally:
-                connection.close()
-            text = (f"You are on the leaderboard as <b>{html.escape(name)}</b>." if name
-                    else "No nickname: your score stays off the leaderboard.")
-            return {message: f"<p class='kiosk-message'>{text}</p>", board_result: board}
-
-        everything = [token, *screens, header, pair, feedback, next_round, board_start, result, nickname, message,
-                      board_result]
+        screens = _game_layout(idle_ms)
+        on = _GameEvents(config, pools_dir, screens)
+        everything = screens.outputs()
         fast = {"show_progress": "hidden", "concurrency_limit": 4}
-        play.click(on_play, None, everything, api_name=False, **fast)
-        again.click(on_play, None, everything, api_name=False, **fast)
-        pair.click(on_pick, token, everything, api_name=False, **fast)
-        next_round.click(on_next, token, everything, api_name=False, **fast)
-        save_name.click(on_nickname, [token, nickname], [message, board_result], api_name=False, **fast)
-        nickname.submit(on_nickname, [token, nickname], [message, board_result], api_name=False, **fast)
-        reset.click(start_view, None, everything, api_name=False, **fast)
-        app.load(start_view, None, everything, api_name=False)
+        screens.play.click(on.play, None, everything, api_name=False, **fast)
+        screens.again.click(on.play, None, everything, api_name=False, **fast)
+        screens.pair.click(on.pick, screens.token, everything, api_name=False, **fast)
+        screens.next_round.click(on.next_round, screens.token, everything, api_name=False, **fast)
+        naming = {"inputs": [screens.token, screens.nickname], "outputs": [screens.message, screens.board_result]}
+        screens.save_name.click(on.nickname, **naming, api_name=False, **fast)
+        screens.nickname.submit(on.nickname, **naming, api_name=False, **fast)
+        screens.reset.click(on.start_view, None, everything, api_name=False, **fast)
+        app.load(on.start_view, None, everything, api_name=False)
 
     with app.route("Presenter", PRESENTER_PATH, show_in_navbar=False):
-        with gr.Column(elem_classes="kiosk"):
-            gr.HTML(f"<h1>{TITLE}: live results</h1>")
-            with gr.Row():
-                with gr.Column(scale=3):
-                    live = gr.HTML("")
-                with gr.Column(scale=1, min_width=260):
-                    qr = gr.HTML("")
-        timer = gr.Timer(PRESENTER_REFRESH_S)
-
-        def on_refresh():
-            connection = db()
-            try:
-                stats = kiosk_results.live_stats(connection, config.db_path, playing_within_s=max(120.0, idle_ms / 1000))
-            finally:
-                connection.close()
-            return _live_html(stats)
-
-        timer.tick(on_refresh, None, live, api_name="live_results", show_progress="hidden")
-        app.load(on_refresh, None, live, api_name=False)
-        app.load(lambda: _qr_html(config), None, qr, api_name=False)
+        _presenter_page(app, config, playing_within_s=max(120.0, idle_ms / 1000))
     return app
 
 
-# ---------------------------------------------------------------------------------------------
-# HTML (every visitor-supplied text is escaped)
+@dataclass(frozen=True)
+class _Screens:
+    """The game page: the visitor's game token and the start, round and result screens."""
+
+    token: gr.State
+    reset: gr.Button
+    start: gr.Column
+    play: gr.Button
+    board_start: gr.HTML
+    game: gr.Column
+    header: gr.HTML
+    pair: gr.HTML
+    feedback: gr.HTML
+    next_round: gr.Button
+    result_screen: gr.Column
+    result: gr.HTML
+    nickname: gr.Textbox
+    save_name: gr.Button
+    message: gr.HTML
+    board_result: gr.HTML
+    again: gr.Button
+
+    def outputs(self) -> list:
+        """Every component that starting, playing or finishing a game updates."""
+        return [self.token, self.start, self.game, self.result_screen, self.header, self.pair, self.feedback,
+                self.next_round, self.board_start, self.result, self.nickname, self.message, self.board_result]
 
 
-def _data_uri(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        logger.error("kiosk image %s unreadable: %s", path, error)
-        raise KioskError("an image of this round could not be loaded; press Play to start again") from error
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def _game_layout(idle_ms: int) -> _Screens:
+    token = gr.State("")
+    gr.HTML("", js_on_load=IDLE_JS.replace("IDLE_MS", str(idle_ms)))
+    reset = gr.Button("reset", visible="hidden", elem_id="kiosk-reset")
+    with gr.Column(elem_id="kiosk-start", elem_classes="kiosk") as start:
+        gr.HTML(FULLSCREEN_HTML, js_on_load=FULLSCREEN_JS)
+        gr.HTML(f"<h1>{TITLE}</h1>{INTRO}")
+        play = gr.Button("▶ Play", variant="primary", elem_classes="kiosk-big")
+        board_start = gr.HTML("")
+    with gr.Column(visible=False, elem_classes="kiosk") as game:
+        header = gr.HTML("")
+        pair = gr.HTML("", js_on_load=PAIR_JS)
+        feedback = gr.HTML("")
+        next_round = gr.Button("Next round ▶", variant="primary", visible=False, elem_classes="kiosk-big")
+    with gr.Column(visible=False, elem_classes="kiosk") as result_screen:
+        result = gr.HTML("")
+        with gr.Row(equal_height=True):
+            nickname = gr.Textbox(label="Nickname for the leaderboard (optional, letters, digits, space, - and _)",
+                                  max_lines=1, max_length=kiosk.NICKNAME_MAX, scale=3)
+            save_name = gr.Button("Add to leaderboard", scale=1, elem_classes="kiosk-big")
+        message = gr.HTML("")
+        board_result = gr.HTML("")
+        again = gr.Button("▶ Play again", variant="primary", elem_classes="kiosk-big")
+    return _Screens(token, reset, start, play, board_start, game, header, pair, feedback, next_round, result_screen,
+                    result, nickname, save_name, message, board_result, again)
 
 
-def _header_html(view: RoundView) -> str:
-    return f"<div class='kiosk-header'>Round {view.position + 1} of {view.total} · score {view.score}</div>"
+class _GameEvents:
+    """The game page's callbacks: each opens the kiosk database, calls ``review.kiosk`` and returns the screens' updates."""
+
+    def __init__(self, config: AppConfig, pools_dir: Path, screens: _Screens):
+        self.config, self.pools_dir, self.screens = config, pools_dir, screens
+
+    def _db(self):
+        return connect_kiosk(self.config.kiosk_db_path)
+
+    def _show(self, screen, values: dict) -> dict:
+        s = self.screens
+        return {**{each: gr.update(visible=each is screen) for each in (s.start, s.game, s.result_screen)}, **values}
+
+    def _round(self, view: RoundView) -> dict:
+        s = self.screens
+        return self._show(s.game, {
+            s.header: pages.header_html(view), s.pair: pages.pair_html(view, self.pools_dir),
+            s.feedback: pages.feedback_html(view),
+            s.next_round: gr.update(visible=view.answered, value="See your score ▶" if view.last else "Next round ▶")})
+
+    def start_view(self):
+        s = self.screens
+        with self._db() as db:
+            board = pages.leaderboard_html(kiosk.leaderboard(db))
+        return self._show(s.start, {s.token: "", s.board_start: board, s.nickname: "", s.message: ""})
+
+    @_user_errors
+    def play(self):
+        pools = load_pools(self.pools_dir)
+        with self._db() as db:
+            game = kiosk.new_game(db, pools)
+            view = kiosk.next_round(db, game)
+        return {**self._round(view), self.screens.token: game}
+
+    @_user_errors
+    def pick(self, game, evt: gr.EventData):
+        data = getattr(evt, "_data", None) or {}
+        with self._db() as db:
+            view = kiosk.answer(db, game, data.get("round"), data.get("side"))
+        return self._round(view)
+
+    @_user_errors
+    def next_round(self, game):
+        s = self.screens
+        with self._db() as db:
+            view = kiosk.next_round(db, game)
+            if view is not None:
+                return self._round(view)
+            outcome = kiosk_results.game_result(db, game, self.config.db_path)
+            board = pages.leaderboard_html(kiosk.leaderboard(db))
+        return self._show(s.result_screen, {s.result: pages.result_html(outcome), s.board_result: board, s.message: "",
+                                            s.nickname: ""})
+
+    @_user_errors
+    def nickname(self, game, raw):
+        s = self.screens
+        with self._db() as db:
+            try:
+                name = kiosk.set_nickname(db, game, raw)
+            except kiosk.BadNickname as error:
+                return {s.message: f"<p class='kiosk-message'>{html.escape(str(error))}</p>"}
+            board = pages.leaderboard_html(kiosk.leaderboard(db))
+        text = (f"You are on the leaderboard as <b>{html.escape(name)}</b>." if name
+                else "No nickname: your score stays off the leaderboard.")
+        return {s.message: f"<p class='kiosk-message'>{text}</p>", s.board_result: board}
 
 
-def _pair_html(view: RoundView, pools_dir: Path) -> str:
-    cells = []
-    for side, file in (("left", view.left_file), ("right", view.right_file)):
-        classes, badge = "kiosk-pick", ""
-        if view.answered:
-            synthetic = side == view.synthetic_side
-            classes += " is-synthetic" if synthetic else " is-real"
-            what = ("Real" if not synthetic else f"Synthetic · step {view.step}" if view.step is not None
-                    else f"Synthetic · {html.escape(str(view.checkpoint))}")
-            badge = f"<span class='kiosk-badge'>{'Your pick: ' if side == view.choice else ''}{what}</span>"
-        name = f"{side.capitalize()} image"
-        cells.append(f"<button class='{classes}' data-side='{side}' aria-label='{name}' title='{name}'"
-                     f"{' disabled' if view.answered else ''}><img src='{_data_uri(pools_dir / file)}' alt='{name}'>"
-                     f"{badge}</button>")
-    state = "answered" if view.answered else "open"
-    return f"<div class='kiosk-pair' data-round='{view.position}' data-state='{state}'>{''.join(cells)}</div>"
+def _presenter_page(app: gr.Blocks, config: AppConfig, playing_within_s: float) -> None:
+    """The presenter view: live results, refreshed every ``PRESENTER_REFRESH_S`` (``/live_results``), and the QR code."""
+    with gr.Column(elem_classes="kiosk"):
+        gr.HTML(f"<h1>{TITLE}: live results</h1>")
+        with gr.Row():
+            with gr.Column(scale=3):
+                live = gr.HTML("")
+            with gr.Column(scale=1, min_width=260):
+                qr = gr.HTML("")
+    timer = gr.Timer(PRESENTER_REFRESH_S)
 
+    def on_refresh():
+        with connect_kiosk(config.kiosk_db_path) as db:
+            stats = kiosk_results.live_stats(db, config.db_path, playing_within_s=playing_within_s)
+        return pages.live_html(stats)
 
-def _feedback_html(view: RoundView) -> str:
-    if not view.answered:
-        return "<div class='kiosk-feedback'>Which one is synthetic? Tap it.</div>"
-    if view.correct:
-        return "<div class='kiosk-feedback good'>✓ Correct: you spotted the synthetic one.</div>"
-    return "<div class='kiosk-feedback bad'>✗ Fooled you: the other one was synthetic.</div>"
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f} %"
-
-
-def _proportion(p: kiosk_results.Proportion) -> str:
-    if not p.n:
-        return "–"
-    low, high = p.ci
-    return f"{_percent(p.rate)} <small>({_percent(low)}–{_percent(high)}, n = {p.n})</small>"
-
-
-def _experts(line: kiosk_results.CheckpointResult) -> str:
-    if not line.experts:
-        return "–"
-    return "<br>".join(f"{html.escape(panel)}: {_proportion(p)}" for panel, p in line.experts.items())
-
-
-def _result_html(outcome: kiosk_results.GameResult) -> str:
-    chance = outcome.rounds / 2
-    verdict = ("Better than guessing!" if outcome.p_value < 0.05 else
-               "The synthetic images fooled you more often than not!" if outcome.score < chance else
-               "That could be luck: the images fooled you as often as not." if outcome.score == chance else
-               "Above chance, but luck could do that too.")
-    lines = [f"<h1>Your result</h1><div class='kiosk-score'>{outcome.score} of {outcome.rounds} spotted</div>",
-             f"<p class='kiosk-lead'><b>{verdict}</b> Guessing scores {chance:g} of {outcome.rounds} on average; "
-             f"it scores {outcome.score} or more in {_percent(outcome.p_value)} of games "
-             f"(one-sided binomial test against 50 %, p = {outcome.p_value:.3f}).</p>"]
-    if outcome.others:
-        mean = sum(outcome.others) / len(outcome.others)
-        games = f"{len(outcome.others)} game{'s' if len(outcome.others) > 1 else ''}"
-        lines.append(f"<p class='kiosk-lead'>Other visitors: {mean:.1f} of {outcome.rounds} on average over {games}; "
-                     f"you beat {_percent(outcome.better_than)} of them.</p>")
-    else:
-        lines.append("<p class='kiosk-lead'>You are the first visitor to finish a game.</p>")
-    rows = "".join(
-        f"<tr><td>{html.escape(line.name)}</td><td>{line.yours.correct} of {line.yours.n}</td>"
-        f"<td>{_proportion(line.visitors)}</td><td>{_experts(line)}</td></tr>" for line in outcome.checkpoints)
-    lines.append("<div class='kiosk-table'><table><tr><th>Model checkpoint</th><th>You</th><th>All visitors (95 % CI)</th>"
-                 f"<th>Experts, pair studies (95 % CI)</th></tr>{rows}</table></div>")
-    return "".join(lines)
-
-
-def _leaderboard_html(rows: list[dict]) -> str:
-    if not rows:
-        return "<p class='kiosk-note'>No names on the leaderboard yet: finish a game and add yours.</p>"
-    body = "".join(f"<tr><td>{row['rank']}</td><td class='kiosk-nick'>{html.escape(row['nickname'])}</td>"
-                   f"<td>{row['score']} of {row['rounds']}</td><td>{row['seconds']:.0f} s</td></tr>" for row in rows)
-    return f"<h3 style='text-align:center'>Leaderboard</h3><table class='kiosk-board'>{body}</table>"
-
-
-def _live_html(stats: kiosk_results.LiveStats) -> str:
-    mean = "–" if stats.mean_score is None else f"{stats.mean_score:.1f} of {stats.rounds}"
-    rows = []
-    for line in stats.checkpoints:
-        rate = line.visitors.rate or 0.0
-        rows.append(f"<tr><td>{html.escape(line.name)}</td><td>{_proportion(line.visitors)}</td>"
-                    f"<td><div class='kiosk-bar' title='dashed line: chance'><span style='width:{100 * rate:.0f}%'>"
-                    f"</span><i></i></div></td><td>{_experts(line)}</td></tr>")
-    table = ("<table><tr><th>Model checkpoint</th><th>Visitors spotted the synthetic image (95 % CI, n)</th><th></th>"
-             f"<th>Experts, pair studies</th></tr>{''.join(rows)}</table>" if rows else
-             "<p class='kiosk-lead'>No finished game yet: be the first!</p>")
-    return (f"<p class='kiosk-lead'>Games finished: <b>{stats.games_finished}</b> · playing now: "
-            f"<b>{stats.playing_now}</b> · average score: <b>{mean}</b></p>{table}"
-            f"{_leaderboard_html(list(stats.leaderboard))}"
-            "<p class='kiosk-note'>Finished games only. 50 % is chance; lower means the model fools people.</p>")
+    timer.tick(on_refresh, None, live, api_name="live_results", show_progress="hidden")
+    app.load(on_refresh, None, live, api_name=False)
+    app.load(lambda: _qr_html(config), None, qr, api_name=False)
 
 
 def kiosk_url(config: AppConfig) -> str | None:

@@ -3,7 +3,10 @@ extractor, hovers an embedding point to see its image and ratings, and downloads
 
 from __future__ import annotations
 
+import glob
 import re
+import tempfile
+import time
 
 import pytest
 
@@ -60,6 +63,7 @@ def test_admin_analyses_a_simulated_study_and_downloads_the_report(page, served_
 
     # The self-contained report.
     page.get_by_role("tab", name="Export").click()
+    exports_before = set(glob.glob(f"{tempfile.gettempdir()}/polyp-analysis-*"))
     page.get_by_role("button", name="Write CSVs and HTML report").click()
     link = page.locator('a[href$="-report.html"]')
     expect(link).to_be_visible(timeout=TIMEOUT_MS)
@@ -67,6 +71,10 @@ def test_admin_analyses_a_simulated_study_and_downloads_the_report(page, served_
         link.click()
     text = open(download.value.path(), encoding="utf-8").read()
     assert "SIMULATED PANEL" in text and "Bradley-Terry" in text and "plotly_hover" in text
+    deadline = time.monotonic() + 10  # the temporary copies go once Gradio has cached what it serves
+    while set(glob.glob(f"{tempfile.gettempdir()}/polyp-analysis-*")) - exports_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(glob.glob(f"{tempfile.gettempdir()}/polyp-analysis-*")) - exports_before
 
 
 def _hover_until(page, points, text, pattern, attempts: int = 40) -> str:

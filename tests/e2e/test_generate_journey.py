@@ -6,19 +6,33 @@ import re
 
 import pytest
 
-from database.connection import open_db
+from database.connection import connect
 from database.images import count_images
+from review import studies
+from tests.review.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e
 
 GENERATION_TIMEOUT_MS = 60_000
 
 
-def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, app_config, tmp_path):
+@pytest.fixture(scope="module")
+def admin(app_config):
+    with connect(app_config.db_path) as db:
+        studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+
+
+def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, app_config, admin, tmp_path):
     from playwright.sync_api import expect
 
-
     page.goto(served_app)
+    # Generating is for admins: before sign-in the tab is not there at all.
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    expect(page.get_by_role("tab", name="Generate")).to_have_count(0)
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
     page.get_by_role("tab", name="Generate").click()
     generate = page.get_by_role("button", name="Generate", exact=True)
     expect(generate, "the Generate tab should appear once on the page").to_have_count(1)
@@ -47,11 +61,8 @@ def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, a
     assert [(cell["step"], cell["seed"], cell["steps"]) for cell in cells] == [("4000", "0", "10"), ("4000", "1", "10")], cells
 
     page.screenshot(path=tmp_path / "generate.png", full_page=True)
-    db = open_db(app_config.db_path)
-    try:
+    with connect(app_config.db_path) as db:
         assert count_images(db)["synthetic"] == {"AD": 2, "NonAD": 0}
-    finally:
-        db.close()
 
 
 def _set_slider(page, label: str, value: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appconfig import AppConfig
+from database import image_sets
 from database import images as image_store
 from database import kiosk as kiosk_store
 from database.connection import open_db
@@ -43,8 +44,9 @@ def kiosk_app(tmp_path_factory):
     config = AppConfig(data_dir=data, checkpoints_dir=data / "checkpoints", db_path=data / "study.db", device="cpu",
                        port=_free_port(), host="0.0.0.0")  # the QR code shows the LAN address; served on loopback
     db = open_db(config.db_path)
-    add_images(db, tmp_path_factory.mktemp("kiosk-images"), n_real=6, n_synthetic=3, checkpoints=2)
-    write_pools(default_pools_dir(data), image_store.list_images(db, source="real"), image_store.list_images(db, source="synthetic"))
+    add_images(db, tmp_path_factory.mktemp("kiosk-images"), n_real=6, n_synthetic=3, checkpoints=2, real_sets=("demo",))
+    write_pools(default_pools_dir(data), image_store.list_images(db, source="real", image_sets=["demo"]),
+                image_store.list_images(db, source="synthetic"), image_sets=[image_sets.get_set(db, "demo")])
     db.close()
     app = _serve(config, IDLE_S)
     try:
@@ -65,12 +67,9 @@ def kiosk_page(browser):
 
 
 def _latest_game(config) -> tuple[dict, list[dict]]:
-    db = kiosk_store.open_kiosk_db(config.kiosk_db_path)
-    try:
+    with kiosk_store.connect_kiosk(config.kiosk_db_path) as db:
         game = next(db.query("SELECT * FROM games ORDER BY id DESC LIMIT 1"))
         return game, kiosk_store.game_rounds(db, game["id"])
-    finally:
-        db.close()
 
 
 def _wait_round(page, position: int, state: str) -> None:
@@ -82,7 +81,9 @@ def test_a_visitor_plays_ten_rounds_and_sees_the_score_and_the_leaderboard(kiosk
 
     config, url = kiosk_app
     page = kiosk_page
-    page.goto(url)
+    response = page.goto(url)
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]  # the game runs under the CSP
+    assert response.headers["referrer-policy"] == "no-referrer"
     page.get_by_role("button", name="▶ Play").click()
     _wait_round(page, 0, "open")
     _, rounds = _latest_game(config)

@@ -1,16 +1,20 @@
-"""Review journeys in a real Chromium: a rater rates with the keyboard and resumes; an admin sets up and exports."""
+"""Review journeys in a real Chromium: a rater rates with the keyboard and resumes; an invitation link signs in once
+and leaves the address bar; an admin sets up and exports. All under the app's Content-Security-Policy."""
 
 from __future__ import annotations
 
 import csv
+import glob
+import json
 import re
+import tempfile
 
 import pytest
 
 from database import studies as study_store
-from database.connection import open_db
+from database.connection import connect, open_db
 from review import studies, study_setup
-from review.schedule import StudyDesign
+from review.design import StudyDesign
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 pytestmark = pytest.mark.e2e
@@ -56,11 +60,27 @@ def _keys(page, keys):
         page.keyboard.press(key)
 
 
+def _csp_violations(page) -> list[str]:
+    """Collects the console's Content-Security-Policy complaints while the test runs."""
+    found: list[str] = []
+    page.on("console", lambda message: found.append(message.text) if "Content Security Policy" in message.text else None)
+    return found
+
+
 def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, seeded, app_config):
     from playwright.sync_api import expect
 
+    violations = _csp_violations(page)
     page.goto(served_app)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_role("tab")).to_have_count(0)  # before sign-in: no tab at all
     _sign_in(page, "dana", "dana-password")
+    expect(page.get_by_role("tab", name="Rate", exact=True)).to_be_visible()
+    for admin_tab in ("Studies (admin)", "Evaluate (admin)", "Analysis (admin)", "Generate"):
+        expect(page.get_by_role("tab", name=admin_tab)).to_have_count(0)
+    # Run history is off: the password is nowhere in the browser's storage, only the session token is.
+    storage = page.evaluate("() => JSON.stringify({...window.localStorage})")
+    assert "dana-password" not in storage and "polypturing-session" in storage
     page.get_by_role("tab", name="Rate", exact=True).click()
     _choose_study(page, "single study")
     total = seeded["single"].trials_per_rater["dana"]
@@ -83,21 +103,48 @@ def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, see
         _keys(page, ["1", "5", "1", "2", "Enter"])  # left is synthetic, confidence 5, AD, Non-AD
     expect(page.get_by_text(f"Image 4 of {pairs}")).to_be_visible(timeout=TIMEOUT_MS)
 
-    db = open_db(app_config.db_path)
-    try:
+    with connect(app_config.db_path) as db:
         rows = {r["study_id"]: r for r in db.query(
             "SELECT trials.study_id, count(*) AS n, min(realism) AS realism, min(synthetic_choice) AS choice,"
             " min(pathology_right) AS right_call FROM ratings JOIN trials ON trials.id = ratings.trial_id GROUP BY trials.study_id")}
-    finally:
-        db.close()
     single, pair = rows[seeded["single"].study_id], rows[seeded["pair"].study_id]
     assert (single["n"], single["realism"]) == (5, 3)
     assert (pair["n"], pair["choice"], pair["right_call"]) == (3, "left", "NonAD")
+    assert not violations, violations
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_role("tab")).to_have_count(0)
+    assert "dana-password" not in page.evaluate("() => JSON.stringify({...window.localStorage})")
+
+
+def test_an_invitation_link_signs_in_once_and_leaves_the_address_bar(browser, served_app, seeded, app_config):
+    from playwright.sync_api import expect
+
+    with connect(app_config.db_path) as db:
+        admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+        link = study_setup.new_invitation(db, admin, seeded["pair"].study_id, "dana")
+    first, second = (browser.new_context() for _ in range(2))
+    try:
+        page = first.new_page()
+        page.goto(f"{served_app}?invite={link}")
+        expect(page.get_by_text("Signed in as dana")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(page).not_to_have_url(re.compile("invite="), timeout=TIMEOUT_MS)
+        assert link not in page.evaluate("() => JSON.stringify({...window.localStorage}) + window.location.href")
+        again = second.new_page()
+        again.goto(f"{served_app}?invite={link}")  # the same link, elsewhere: it has been used
+        expect(again.get_by_text("not valid")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(again.get_by_text("Not signed in.")).to_be_visible()
+    finally:
+        first.close()
+        second.close()
 
 
 def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, seeded, app_config, tmp_path):
     from playwright.sync_api import expect
 
+    exports_before = set(glob.glob(f"{tempfile.gettempdir()}/polyp-export-*"))
+    violations = _csp_violations(page)
     page.goto(served_app)
     _sign_in(page, "admin", ADMIN_PASSWORD)
     page.get_by_role("tab", name="Studies (admin)").click()
@@ -130,3 +177,6 @@ def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, se
     download.value.save_as(path)
     header = next(csv.reader(path.open()))
     assert header == list(studies.EXPORT_COLUMNS)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/polyp-export-*")) <= exports_before  # the temporary copy is gone
+    assert not violations, violations
+    assert ADMIN_PASSWORD not in json.dumps(page.evaluate("() => ({...window.localStorage})"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from database import checkpoints as checkpoint_store
+from database import image_sets
 from database import images as image_store
 from database import masks as mask_store
 from database.connection import open_db
@@ -18,9 +19,18 @@ from review import studies
 ADMIN_PASSWORD = "admin-password-1"
 
 
-def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoints: int = 2) -> list[int]:
-    """Phantoms stored as real images (per label) and as synthetic images of ``checkpoints`` checkpoints."""
+def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoints: int = 2,
+               real_sets: tuple[str, ...] = ("default", "demo")) -> list[int]:
+    """Phantoms stored as real images (per label) and as synthetic images of ``checkpoints`` checkpoints.
+
+    The real images go into every set of ``real_sets``: by default both the clinical ``default`` set
+    (what real studies and the metrics draw from) and the public phantom-demo ``demo`` set (what
+    simulated studies and the kiosk draw from), so one fixture serves every kind of test. Tests of
+    set isolation pass their own.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    if "demo" in real_sets:
+        image_sets.ensure_set(db, "demo", "phantom-demo", True)
 
     def write(name: str, label: str, seed: int) -> tuple[str, Path]:
         path = folder / f"{name}.png"
@@ -30,7 +40,9 @@ def add_images(db, folder: Path, n_real: int = 6, n_synthetic: int = 3, checkpoi
     for label in ("AD", "NonAD"):
         for i in range(n_real):
             sha, path = write(f"real-{label}-{i}", label, 1000 + i)
-            image_store.add_real_image(db, sha256=sha, label=label, path=str(path), width=64, height=64)
+            for name in real_sets:
+                image_store.add_real_image(db, sha256=sha, label=label, path=str(path), width=64, height=64,
+                                           image_set=name)
     ids = []
     for c in range(checkpoints):
         cid = checkpoint_store.upsert_checkpoint(db, path=f"/ckpt/{c}", name=f"checkpoint-{(c + 1) * 100}", step=(c + 1) * 100,

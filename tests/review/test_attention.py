@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from review.attention import ATTENTION_RULE, attention_passed, render_attention_image, write_attention_images
-from review.schedule import StudyDesign, StudyItem, Trial, make_schedules
+from review.design import StudyDesign, StudyItem
+from review.schedule import Trial, make_schedules
 
 
 def sha(text: str) -> str:

@@ -13,7 +13,7 @@ from app import create_app
 from appconfig import AppConfig
 from database import ratings as rating_store
 from database import studies as study_store
-from database.connection import open_db
+from database.connection import connect, open_db
 from generation.phantom.frames import render_phantom
 from review import studies, study_setup
 from review.design import DesignError, StudyDesign
@@ -123,11 +123,8 @@ def test_the_rate_tab_shows_the_mask_question_and_stores_its_answer(tmp_path):
         reply = client.predict(token, created.study_id, reply[2], reply[3], *answers, "does not fit", api_name="/submit_rating")
     finally:
         app.close()
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         assert [row["mask_fit"] for row in rating_store.export_rows(db, created.study_id)] == ["does not fit"]
-    finally:
-        db.close()
 
 
 def test_a_simulated_panel_refuses_mask_studies(review_env):

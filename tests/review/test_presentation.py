@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 from PIL.PngImagePlugin import PngInfo
 from scipy import ndimage as ndi
 
 from review.presentation import (
     FRAME_FRACTION,
+    RIM_LEVEL,
     EmptyImage,
     PresentationError,
     PresentationSettings,
     UnreadableImage,
     encode,
+    encoded_length,
     find_field,
     present,
     present_file,
@@ -117,10 +120,80 @@ def test_image_without_border_falls_back_to_the_whole_image():
     assert np.asarray(present(plain, 32)).shape == (32, 32, 3)
 
 
-def test_an_all_black_image_is_presented_as_black():
+def test_an_all_black_image_is_presented_as_black_inside_the_fixed_rim():
     field = find_field(np.zeros((50, 70, 3), np.uint8))
     assert not field.bordered
-    assert np.asarray(present(np.zeros((50, 70, 3), np.uint8), 32)).max() == 0
+    shown = np.asarray(present(np.zeros((50, 70, 3), np.uint8), 32))
+    assert shown[outside_disc(32)].max() == 0 and shown.max() == RIM_LEVEL
+    assert shown[16, 16].max() == 0  # the centre keeps its own (black) pixels
+
+
+def varied_images() -> list:
+    """Frames as different as a study holds: bordered, plain, dark, bright, a dark lumen at the rim, clipped."""
+    dark_rim = bordered_frame(seed=2)
+    ImageDraw.Draw(dark_rim).ellipse([40, 60, 110, 130], fill=(4, 2, 2))  # lumen touching the field's edge
+    clipped = Image.new("RGB", (240, 184), (2, 2, 2))
+    mask = Image.new("L", clipped.size, 0)
+    ImageDraw.Draw(mask).ellipse([25, -20, 215, 204], fill=255)
+    clipped.paste(Image.fromarray(textured(clipped.size, 7)), mask=mask)
+    smooth = Image.fromarray(textured((96, 96), seed=9)).filter(ImageFilter.GaussianBlur(6))
+    return [bordered_frame(seed=0), dark_rim, clipped, smooth, Image.fromarray(textured((64, 80), seed=4)),
+            Image.new("RGB", (50, 50), (0, 0, 0)), Image.new("RGB", (300, 200), (255, 255, 255)),
+            Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))]
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_every_presented_file_has_the_same_byte_length_whatever_its_content(size):
+    lengths = {len(encode(present(image, size))) for image in varied_images()}
+    assert lengths == {encoded_length(size, size)}
+
+
+def test_every_presented_file_shows_the_same_field_whatever_its_content():
+    from review.audit import image_cues
+
+    size = 128
+    outside = outside_disc(size)
+    frame = round(FRAME_FRACTION * size)
+    rows, cols = np.ogrid[:size, :size]
+    distance = np.hypot(cols + 0.5 - size / 2, rows + 0.5 - size / 2)
+    rim = ~outside & (distance > size / 2 - frame - 2 + 0.75)  # the 2 px rim (at 128 px), its edge included
+    cues, rims = set(), set()
+    for image in varied_images():
+        data = encode(present(image, size))
+        shown = np.asarray(Image.open(io.BytesIO(data)))
+        assert shown[outside].max() == 0
+        rims.add(shown[rim].tobytes())
+        cues.add(image_cues(data, Image.open(io.BytesIO(data)))["field_fraction"])
+    assert len(cues) == 1, cues  # the audit's own measure of the visible field
+    assert len(rims) == 1  # the same outline, pixel for pixel
+
+
+def test_sixteen_bit_and_float_images_are_shown_with_the_metrics_scaling(tmp_path):
+    from evaluation.images import load_images
+
+    ramp = np.tile(np.linspace(0, 65535, 96).astype(np.uint16), (96, 1))
+    Image.fromarray(ramp).save(tmp_path / "wide.png")  # a 16-bit grey PNG
+    Image.fromarray((ramp / 65535.0).astype(np.float32)).save(tmp_path / "float.tif")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    eight = Image.fromarray(np.round(ramp / 257).astype(np.uint8))
+    for name in ("wide.png", "float.tif"):
+        shown = np.asarray(Image.open(io.BytesIO(present_file(tmp_path / name, 64))))
+        assert np.array_equal(shown, np.asarray(present(eight, 64))), name
+        assert len(np.unique(shown[..., 0])) > 40, name  # not 17 grey levels, not black
+    metric = load_images([tmp_path / "wide.png", tmp_path / "float.tif"])
+    assert np.array_equal(metric.images[0], metric.images[1])
+    assert np.array_equal(metric.images[0][..., 0], np.asarray(eight))
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableImage, match="pipe.png: a FIFO"):
+        present_file(fifo, 64)  # would block forever if it were opened
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    with pytest.raises(UnreadableImage, match="loop.png: a symbolic link loop"):
+        present_file(loop, 64)
 
 
 def test_same_image_gives_the_same_bytes_whatever_its_container(tmp_path):

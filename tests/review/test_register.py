@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from appconfig import default_db_path
 from database import images as image_store
 from database.connection import open_db
-from appconfig import default_db_path
 from review.register import main, register_real_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +117,59 @@ def test_register_real_sample_in_place(layout: str) -> None:
         assert Path(image["path"]).parent == REAL_SAMPLE.resolve() / image["label"]
         assert image["width"] == 1280
     db.close()
+
+
+def test_images_go_into_a_named_set_with_its_flags(folder: Path, tmp_path: Path, capsys) -> None:
+    from database import image_sets
+
+    db_path = tmp_path / "sets.db"
+    assert main(["--data", str(folder), "--db", str(db_path), "--set", "booth", "--kind", "clinical", "--public"]) == 0
+    out = capsys.readouterr().out
+    assert "image set 'booth' (clinical, public)" in out and "image set booth (clinical, public): AD 2, NonAD 1" in out
+    # A set's flags are fixed when it is made.
+    assert main(["--data", str(folder), "--db", str(db_path), "--set", "booth", "--kind", "phantom-demo"]) == 2
+    assert "is clinical, public; its flags are fixed" in capsys.readouterr().err
+    assert main(["--data", str(folder), "--db", str(db_path), "--set", "bad name!"]) == 2
+    assert "image set name 'bad name!' is not valid" in capsys.readouterr().err
+    with open_db(db_path) as db:
+        booth = image_sets.get_set(db, "booth")
+        assert booth["provenance"]["first_source"] == str(folder.resolve())
+        assert len(image_store.list_images(db, source="real", image_sets=["booth"])) == 3
+        assert image_store.list_images(db, source="real", image_sets=["default"]) == []
+
+
+def test_a_phantom_set_never_goes_into_a_clinical_set(folder: Path, tmp_path: Path, capsys) -> None:
+    from generation.phantom.frames import write_phantom_set
+
+    phantoms = tmp_path / "phantoms"
+    write_phantom_set(phantoms, 2, seed=1)
+    db_path = tmp_path / "p.db"
+    assert main(["--data", str(folder), "--db", str(db_path), "--set", "clinic"]) == 0
+    for extra in (["--set", "clinic"], ["--set", "other", "--kind", "clinical"]):
+        assert main(["--data", str(phantoms), "--db", str(db_path), *extra]) == 2
+        assert "phantom frames never go into the clinical image set" in capsys.readouterr().err
+    assert main(["--data", str(phantoms), "--db", str(db_path)]) == 0
+    assert "image set 'demo' (phantom-demo, public)" in capsys.readouterr().out
+    with open_db(db_path) as db:
+        assert len(image_store.list_images(db, source="real", image_sets=["clinic"])) == 3
+
+
+@pytest.mark.parametrize("kind", ["fifo", "loop"])
+def test_fifos_and_link_loops_are_refused_with_one_line_before_anything_is_written(folder, tmp_path, capsys, kind):
+    import os
+
+    special = folder / "AD" / "zz.png"
+    if kind == "fifo":
+        os.mkfifo(special)  # reading it would block for ever
+    else:
+        special.symlink_to(special)
+    db_path = tmp_path / "special.db"
+    assert main(["--data", str(folder), "--db", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "zz.png is a" in err and ("FIFO" in err if kind == "fifo" else "link loop" in err)
+    with open_db(db_path) as db:
+        assert image_store.count_images(db)["real"] == {"AD": 0, "NonAD": 0}
+    # The same through a CSV that lists the file.
+    (tmp_path / "list.csv").write_text(f"file,label\n{folder / 'AD' / '0.png'},AD\n{special},AD\n")
+    assert main(["--data", str(tmp_path / "list.csv"), "--db", str(db_path)]) == 2
+    assert "zz.png is a" in capsys.readouterr().err

@@ -10,9 +10,9 @@ import pytest
 from app import create_app
 from appconfig import AppConfig
 from database import studies as study_store
-from database.connection import open_db
+from database.connection import connect, open_db
 from review import studies, study_setup
-from review.schedule import StudyDesign
+from review.design import StudyDesign
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 N_RATERS = 20
@@ -70,13 +70,10 @@ def test_twenty_raters_at_once_store_every_rating_exactly_once(served_study):
         futures = [pool.submit(_rate_everything, url, Client, f"rater{i:02d}", f"password-{i:02d}", created.study_id)
                    for i in range(N_RATERS)]
         results = [future.result(timeout=300) for future in futures]
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         per_rater = {row["username"]: (row["rated"], row["total"]) for row in study_store.study_progress(db, created.study_id)}
         total_ratings = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
         distinct = db.execute("SELECT count(DISTINCT trial_id) FROM ratings").fetchone()[0]
-    finally:
-        db.close()
     submitted = sum(results)
     assert all(rated == total for rated, total in per_rater.values()), per_rater
     assert total_ratings == distinct == submitted == sum(created.trials_per_rater.values())
@@ -88,12 +85,9 @@ def test_a_rater_reaches_neither_other_raters_trials_nor_admin_endpoints(served_
     config, created, url, Client = served_study
     client = Client(url, verbose=False)
     mine = _sign_in(client, "rater00", "password-00")
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         other = db.execute("SELECT trials.id FROM trials JOIN raters ON raters.id = trials.rater_id"
                            " WHERE raters.username = 'rater01' ORDER BY position LIMIT 1").fetchone()[0]
-    finally:
-        db.close()
     with pytest.raises(AppError, match="not in your schedule"):
         client.predict(mine, created.study_id, str(other), "steal-attempt-1", *SINGLE_ANSWER, api_name="/submit_rating")
     for endpoint, args in [("/export_ratings", (created.study_id,)), ("/study_progress", (created.study_id,)),
@@ -108,8 +102,7 @@ def test_a_rater_reaches_neither_other_raters_trials_nor_admin_endpoints(served_
 def test_a_trial_reply_names_no_source_label_or_checkpoint(served_study):
     config, created, url, Client = served_study
     client = Client(url, verbose=False)
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         studies_admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
         # a fresh rater added to a second study, so there is something left to show
         design = StudyDesign(mode="pair", checkpoint_ids=(1, 2), images_per_cell=1, size=64, seed=1)
@@ -119,8 +112,6 @@ def test_a_trial_reply_names_no_source_label_or_checkpoint(served_study):
         study_setup.open_study(db, studies_admin, second.study_id)
         forbidden = {row["source_path"] for row in study_store.study_images(db, second.study_id)}
         forbidden |= {row["sha256"] for row in study_store.study_images(db, second.study_id)}
-    finally:
-        db.close()
     token = _sign_in(client, "leakcheck", "password-leak")
     reply = json.dumps(client.predict(token, second.study_id, api_name="/next_trial"))
     for word in ["AD", "NonAD", "synthetic", "real-", "syn-", "checkpoint", "ckpt", *forbidden]:

@@ -8,16 +8,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from review.schedule import (
-    REPEAT_GAP,
-    DesignError,
-    StudyDesign,
-    StudyItem,
-    Trial,
-    make_schedules,
-    select_items,
-    summarise,
-)
+from review.design import REPEAT_GAP, DesignError, StudyDesign, StudyItem, select_items
+from review.schedule import Trial, make_schedules, summarise
 
 CHECKPOINTS = (3, 7)
 

@@ -14,7 +14,7 @@ from database import ratings as rating_store
 from database import studies as study_store
 from generation.phantom.frames import render_phantom
 from review import simulate, studies, study_setup
-from review.schedule import StudyDesign
+from review.design import StudyDesign
 from review.studies import Forbidden, ReviewError
 from review.study_setup import RaterSpec
 

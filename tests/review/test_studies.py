@@ -11,7 +11,7 @@ import pytest
 from database import raters as rater_store
 from database import studies as study_store
 from review import auth, studies, study_setup
-from review.schedule import StudyDesign
+from review.design import StudyDesign
 from review.studies import Forbidden, NotSignedIn, ReviewError
 from review.study_setup import RaterSpec
 

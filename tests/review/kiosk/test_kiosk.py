@@ -14,18 +14,31 @@ from scipy.stats import binomtest
 
 from app import main
 from appconfig import AppConfig, Services
+from database import image_sets
 from database import images as image_store
 from database import kiosk as kiosk_store
 from database import ratings as rating_store
 from database import studies as study_store
 from review import studies, study_setup
+from review.design import StudyDesign
 from review.kiosk import game as kiosk
 from review.kiosk import results as kiosk_results
 from review.kiosk import ui as kiosk_ui
+from review.kiosk.__main__ import main as kiosk_main
 from review.kiosk.game import BadAnswer, BadNickname, KioskError, UnknownGame
-from review.kiosk.pools import MANIFEST, PoolImage, Pools, PoolsError, auto_size, build_pools, load_pools, write_pools
-from review.kiosk.ui import _leaderboard_html, kiosk_url, lan_ip
-from review.schedule import StudyDesign
+from review.kiosk.pages import leaderboard_html
+from review.kiosk.pools import (
+    MANIFEST,
+    PoolImage,
+    Pools,
+    PoolsError,
+    auto_size,
+    build_pools,
+    default_pools_dir,
+    load_pools,
+    write_pools,
+)
+from review.kiosk.ui import kiosk_url, lan_ip
 from review.study_setup import RaterSpec
 
 PAIR_ANSWER = {"choice_confidence": 3, "pathology_left": "AD", "pathology_right": "NonAD"}
@@ -49,7 +62,8 @@ def _memory_pools(checkpoints: int = 4, per_cell: int = 5, real: int = 8, skip: 
 @pytest.fixture
 def pools(review_env, tmp_path) -> Pools:
     db = review_env[0]
-    return write_pools(tmp_path / "pools", image_store.list_images(db, source="real"), image_store.list_images(db, source="synthetic"))
+    return write_pools(tmp_path / "pools", image_store.list_images(db, source="real", image_sets=["demo"]),
+                       image_store.list_images(db, source="synthetic"), image_sets=[image_sets.get_set(db, "demo")])
 
 
 @pytest.fixture
@@ -126,9 +140,34 @@ def test_pools_present_every_image_under_a_random_name_with_a_manifest(pools, re
         assert re.fullmatch(r"[A-Za-z0-9_-]{16}\.png", entry["file"]) and entry["sha256"] not in entry["file"]
         assert (entry["checkpoint"] is None) == (entry["source"] == "real")
     assert len({entry["file"] for entry in manifest["images"]}) == len(manifest["images"])
-    rebuilt = write_pools(pools.directory, image_store.list_images(review_env[0], source="real"),
-                          image_store.list_images(review_env[0], source="synthetic"))
+    assert manifest["image_sets"] == [{"name": "demo", "kind": "phantom-demo", "public": True}]
+    rebuilt = write_pools(pools.directory, image_store.list_images(review_env[0], source="real", image_sets=["demo"]),
+                          image_store.list_images(review_env[0], source="synthetic"), image_sets=pools.image_sets)
     assert {i.file for i in rebuilt.images} == {i.file for i in pools.images}  # reused, not presented again
+
+
+def test_a_kiosk_without_a_public_set_refuses_to_start_a_game_and_says_why(tmp_path):
+    from tests.review.conftest import add_images
+
+    config = AppConfig(data_dir=tmp_path / "d", checkpoints_dir=tmp_path / "c", db_path=tmp_path / "study.db")
+    with Services(config).db() as db:
+        ids = add_images(db, tmp_path / "images", real_sets=("clinic",))  # clinical frames only, not public
+        with pytest.raises(PoolsError, match=r"no image set may be shown publicly \(sets: clinic \(clinical, not public\)\)"):
+            build_pools(Services(config), checkpoint_ids=ids)
+        with pytest.raises(PoolsError, match="'clinic' is clinical, not public; required: clinical, public"):
+            build_pools(Services(config), checkpoint_ids=ids, image_sets=["clinic"])
+        # Pools written from a set that is not public (or by an older build) never start a game.
+        pools_dir = default_pools_dir(config.data_dir)
+        with pytest.raises(PoolsError, match="'clinic' may not be shown publicly; rebuild the pools from a public set"):
+            write_pools(pools_dir, image_store.list_images(db, source="real"),
+                        image_store.list_images(db, source="synthetic"), image_sets=[image_sets.get_set(db, "clinic")])
+    with pytest.raises(PoolsError, match="may not be shown publicly"):
+        kiosk_ui.build(config)  # the kiosk does not start
+    manifest = json.loads((pools_dir / MANIFEST).read_text())
+    del manifest["image_sets"]
+    (pools_dir / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PoolsError, match="rebuild the pools"):
+        load_pools(pools_dir)  # what a game's start reads: refused, with the reason
 
 
 def test_missing_pools_say_how_to_build_them(tmp_path):
@@ -303,7 +342,7 @@ def test_leaderboard_orders_by_score_then_speed_and_keeps_one_row_per_game(kdb, 
 def test_leaderboard_html_escapes_whatever_reached_the_database(kdb, pools):
     token = _play(kdb, pools, 6)
     kdb.execute("UPDATE games SET nickname = '<script>x</script>' WHERE id = 1")  # past the validation, somehow
-    page = _leaderboard_html(kiosk.leaderboard(kdb))
+    page = leaderboard_html(kiosk.leaderboard(kdb))
     assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert token
 
@@ -378,12 +417,12 @@ def test_reset_needs_confirmation_and_hide_takes_a_name_off(tmp_path, pools, cap
     kiosk.set_nickname(db, _play(db, pools, 5), "Rude Name")
     db.close()
     common = ["--data-dir", str(tmp_path), "--kiosk-db", str(path)]
-    assert kiosk.main([*common, "hide", "Rude Name"]) == 0
+    assert kiosk_main([*common, "hide", "Rude Name"]) == 0
     db = kiosk_store.open_kiosk_db(path)
     assert kiosk.leaderboard(db) == []
     db.close()
-    assert kiosk.main([*common, "reset"]) == 2 and path.exists()
-    assert kiosk.main([*common, "reset", "--yes"]) == 0 and not path.exists()
+    assert kiosk_main([*common, "reset"]) == 2 and path.exists()
+    assert kiosk_main([*common, "reset", "--yes"]) == 0 and not path.exists()
     assert "--yes" in capsys.readouterr().err
 
 
