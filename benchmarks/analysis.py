@@ -7,7 +7,7 @@ feature cache are copied to a temporary folder first (the benchmark adds an admi
 and nothing is written to the original. Rows:
 
 - server side, step by step (features from a cold cache, then warm; the statistics of
-  ``analyse_study``; the t-SNE embedding; every figure), as ``on_analyse`` runs them;
+  ``analyse_study``; the t-SNE embedding; every figure), as the Analysis tab's Analyse callback runs them;
 - over HTTP: the app launched on a free port and the ``/analyse_study`` endpoint called with
   gradio_client, the way the tab's Analyse button does (warm cache), and the size of its reply.
 
@@ -18,14 +18,6 @@ serialising the figures add.
 from __future__ import annotations
 
 import os
-
-from app import create_app
-from database.connection import open_db
-from evaluation.cache import FeatureCache
-from evaluation.features import get_extractor
-from evaluation.study.analysis import analyse_study, embedding_points, study_images, study_list
-from evaluation.study.report import build_figures
-from review import studies
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -39,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,7 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     sys.path[0] = str(REPO)
 
+# The project's packages only now that sys.path holds the repository, and gradio only after the
+# environment above is set (it reads it once, at import).
+from app import create_app  # noqa: E402
 from appconfig import AppConfig  # noqa: E402
+from database.connection import connect  # noqa: E402
+from evaluation.cache import FeatureCache  # noqa: E402
+from evaluation.features import get_extractor  # noqa: E402
+from evaluation.study.analysis import analyse_study, embedding_points, study_images, study_list  # noqa: E402
+from evaluation.study.report import build_figures  # noqa: E402
+from review import studies  # noqa: E402
 
 PASSWORD = "bench-admin-password"
 
@@ -75,13 +75,13 @@ def _copy(data_dir: Path, tmp: Path) -> AppConfig:
     shutil.copy2(source, tmp / "data" / "polypturing.db")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "data" / "checkpoints",
                        db_path=tmp / "data" / "polypturing.db", device="cpu")
-    with closing(open_db(config.db_path)) as db:
+    with connect(config.db_path) as db:
         studies.create_account(db, "bench-admin", "admin", PASSWORD)
     return config
 
 
 def _newest_study(config: AppConfig) -> int:
-    with closing(open_db(config.db_path)) as db:
+    with connect(config.db_path) as db:
         listed = study_list(db)
     if not listed:
         raise SystemExit("error: the database has no study; run `make demo-analysis` first")
@@ -92,7 +92,7 @@ def _server_side(config: AppConfig, study: int, extractor_name: str, repeats: in
     model = get_extractor(extractor_name)
     cache = FeatureCache(config.data_dir / "features")
     timings: dict[str, list[float]] = {}
-    with closing(open_db(config.db_path)) as db:
+    with connect(config.db_path) as db:
         start = time.perf_counter()
         images = study_images(db, study, model, cache)
         cold = time.perf_counter() - start

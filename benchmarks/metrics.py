@@ -47,7 +47,7 @@ import torch
 from evaluation.cache import FeatureCache
 from evaluation.features import extract, get_extractor
 from evaluation.images import load_images
-from evaluation.metrics import MetricOptions, evaluate_sets
+from evaluation.metrics import MetricSettings, evaluate_sets
 from generation.phantom.frames import LABELS, image_seed, render_phantom
 
 SIZE = (128, 128)
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=20, help="FID bootstrap resamples in our path")
     parser.add_argument("--throughput-images", type=int, default=64, help="images per extractor throughput run")
     args = parser.parse_args()
-    options = MetricOptions(n_boot=args.n_boot)
+    settings = MetricSettings(n_boot=args.n_boot, batch_size=BATCH)
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; torch threads "
           f"{torch.get_num_threads()}; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; GPU: none used (cpu)")
@@ -115,8 +115,8 @@ def main() -> None:
     print(f"- Date (UTC): {datetime.now(UTC):%Y-%m-%d %H:%M:%S}")
     print(f"- Command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`")
     print(f"- Images: seeded phantoms (`render_phantom`) at {SIZE[0]}x{SIZE[1]} PNG; batch {BATCH}; extractor "
-          f"`{args.extractor}`; ours: `MetricOptions(n_boot={options.n_boot}, kid_subsets={options.kid_subsets}, "
-          f"kid_subset_size={options.kid_subset_size})`; baseline KID: torchmetrics defaults (100 subsets)\n",
+          f"`{args.extractor}`; ours: `MetricSettings(n_boot={settings.n_boot}, kid_subsets={settings.kid_subsets}, "
+          f"kid_subset_size={settings.kid_subset_size})`; baseline KID: torchmetrics defaults (100 subsets)\n",
           flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +133,7 @@ def main() -> None:
             root = Path(tmp) / f"n{n}"
             real, ck_a, ck_b = (write_set(root / name, n, seed) for seed, name in enumerate(("real", "ck-a", "ck-b")))
             cache = FeatureCache(root / "cache")
-            ours = {"batch_size": BATCH, "options": options}
+            ours = {"settings": settings}
             cold_s, cold = timed(functools.partial(evaluate_sets, real, ck_a, extractor, cache, **ours))
             warm_s, warm = timed(functools.partial(evaluate_sets, real, ck_b, extractor, cache, **ours))
             base_s, (base_fid, base_kid) = timed(baseline, real, ck_b, extractor, n)

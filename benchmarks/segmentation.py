@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/segmentation.py [--steps 300] [--size 64] [--device cpu] [--n-real 120]
 
-Runs ``evaluation.segmentation.downstream_segmentation`` once (one repeat) on phantom image/mask
+Runs ``evaluation.segmentation.experiment.downstream_segmentation`` once (one repeat) on phantom image/mask
 pairs and reports, per run, the training seconds, the evaluation seconds (prediction on the held-out
 real test images plus the Dice and IoU bootstrap CIs) and Dice/IoU. Ratios are to the baseline
 measured in the same run: real-only at the smallest size (n = 16). Every run takes the same number of
@@ -39,14 +39,10 @@ import numpy as np
 import torch
 
 from common.device import resolve_device
-from evaluation.segmentation import (
-    SegmentationSet,
-    SegmentationSettings,
-    UNet,
-    downstream_segmentation,
-    parameter_count,
-    train_unet,
-)
+from evaluation.segmentation.data import SegmentationSet
+from evaluation.segmentation.experiment import downstream_segmentation
+from evaluation.segmentation.model import UNet, parameter_count, train_unet
+from evaluation.segmentation.settings import SegmentationSettings
 from generation.phantom.frames import LABELS, image_seed, render_phantom
 
 SIZES = (16, 32, 64, "all")

@@ -2,23 +2,22 @@
 
 Layout: ``root/<extractor>/<sha256(preprocessing)[:12]>/<sha256[:2]>/<sha256>.npy``, one small
 float32 vector per file, plus ``preprocessing.txt`` beside the shards so a person can tell what a
-folder holds. Files are written to a temporary name and moved with ``os.replace``, so concurrent
-processes never see half-written vectors (at worst two of them compute and write the same one).
+folder holds. Files are written through ``common.files`` (a temporary name, then ``os.replace``), so a
+reader never sees a half-written vector.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from common.files import atomic_path, write_atomic
 from evaluation.features import FeatureExtractor, extract
 from evaluation.images import LoadedImages
 
@@ -30,19 +29,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 class CacheError(ValueError):
     """A cache key or location is invalid."""
-
-
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Write a file through ``write(fileobj)`` to a temporary name, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FeatureCache:
@@ -93,9 +79,10 @@ class FeatureCache:
         path = self.path_for(sha256, extractor_name, preprocessing)
         readme = self._folder(extractor_name, preprocessing) / "preprocessing.txt"
         if not readme.exists():
-            _atomic_write(readme, lambda f: f.write(preprocessing.encode("utf-8") + b"\n"))
+            write_atomic(readme, preprocessing.encode("utf-8") + b"\n")
         data = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
-        _atomic_write(path, lambda f: np.save(f, data, allow_pickle=False))
+        with atomic_path(path) as tmp:
+            np.save(tmp, data, allow_pickle=False)
 
 
 @dataclass

@@ -262,21 +262,6 @@ def get_extractor(name: str, device: str | torch.device = "cpu",
     return registry[name](device=device)
 
 
-def resolve_device(device: str) -> torch.device:
-    """Map ``"auto"`` to cuda when available, else cpu; validate anything else.
-
-    Raises:
-        ValueError: If ``device`` is not auto/cpu/cuda[:N], or cuda is asked for but unavailable.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" or device.startswith("cuda"):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} requested but CUDA is not available; allowed here: auto, cpu")
-        return torch.device(device)
-    raise ValueError(f"device: {device!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
-
-
 def extract(images: Sequence[np.ndarray], extractor: FeatureExtractor, batch_size: int = 16,
             device: str | torch.device | None = None,
             on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:

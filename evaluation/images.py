@@ -1,35 +1,35 @@
 """Load an image set (a folder or a list of files) into validated uint8 RGB arrays.
 
 Every image is identified by the sha256 of its file, the join key between rooms. Bad files are
-handled one by one: convertible ones (grey-scale, alpha, 16 bit, palette) are converted and noted;
-unreadable ones are skipped and reported with the reason, so one broken file never sinks a set.
+handled one by one: convertible ones (grey-scale, alpha, 16 bit, floating point, palette) are
+converted and noted, with the same reader and scaling as the presentation transform
+(``common.images``); every other file is skipped and listed with the reason (unsupported types
+such as ``.gif``, unreadable files, dangling links, link loops, FIFOs), so one broken file never
+sinks a set and none is dropped without a word.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from common.files import IMAGE_SUFFIXES, is_image_file
+from common.images import UnreadableImage, decode_bytes, file_problem, scan_image_files
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _NAMES_IN_NOTE = 5
+__all__ = ["ImageProblem", "ImageSetError", "LoadedImages", "UnreadableImage", "decode_image", "list_image_files",
+           "load_images"]
 
 
 class ImageSetError(ValueError):
     """An image set argument is missing, is not a folder or list of files, or holds no usable image."""
-
-
-class UnreadableImage(ValueError):
-    """One file could not be decoded into an RGB image."""
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,25 @@ class LoadedImages:
 
 
 def list_image_files(directory: str | Path, *, name: str = "directory") -> list[Path]:
-    """Find image files below ``directory``, recursively, in sorted order.
+    """Find image files below ``directory``, recursively, in sorted order; every other file is logged.
 
     Args:
         directory: The folder to search.
         name: The argument name to use in error messages (e.g. ``"--real"``).
 
     Returns:
-        Paths whose suffix (case-insensitive) is one of ``IMAGE_SUFFIXES``.
+        Regular files whose suffix (case-insensitive) is one of ``common.files.IMAGE_SUFFIXES``.
 
     Raises:
         ImageSetError: If ``directory`` does not exist or is not a folder.
     """
+    files, skipped = _scan(directory, name)
+    for problem in skipped:
+        logger.warning("%s: skipped %s", name, problem)
+    return files
+
+
+def _scan(directory: str | Path, name: str) -> tuple[list[Path], list[ImageProblem]]:
     root = Path(directory)
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "does not exist"
@@ -90,14 +97,12 @@ def list_image_files(directory: str | Path, *, name: str = "directory") -> list[
             f"{name}: {str(directory)!r} {what}; expected a directory holding "
             f"{'/'.join(IMAGE_SUFFIXES)} images (searched recursively) or a list of image files"
         )
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, skipped = scan_image_files(root)
+    return files, [ImageProblem(str(path), reason) for path, reason in skipped]
 
 
 def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
-    """Decode image bytes into an HxWx3 uint8 RGB array.
-
-    Args:
-        data: The file's bytes.
+    """Decode image bytes into an HxWx3 uint8 RGB array (``common.images.decode_bytes``).
 
     Returns:
         The array and a list of conversion kinds applied (e.g. ``"grey-scale converted to RGB"``).
@@ -105,44 +110,7 @@ def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
     Raises:
         UnreadableImage: If the bytes are not a decodable image of a supported mode.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _to_rgb(img)
-    except UnreadableImage:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UnreadableImage(f"not a readable image ({type(exc).__name__}: {exc})") from exc
-
-
-def _to_rgb(img: Image.Image) -> tuple[np.ndarray, list[str]]:
-    """Convert a decoded PIL image of any common mode to uint8 RGB, listing what was done."""
-    kinds: list[str] = []
-    mode = img.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        # PIL keeps 16-bit grey PNGs as integer modes; scale 0..65535 down to 0..255.
-        wide = np.asarray(img, dtype=np.float64)
-        grey = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
-        kinds += ["16-bit scaled to 8 bit", "grey-scale converted to RGB"]
-        return np.repeat(grey[:, :, None], 3, axis=2), kinds
-    if mode == "P":
-        has_alpha = "transparency" in img.info
-        img = img.convert("RGBA" if has_alpha else "RGB")
-        mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float64)
-        rgb = np.round(rgba[:, :, :3] * rgba[:, :, 3:4] / 255.0)
-        kinds.append("alpha channel removed (composited on black)")
-        if mode in ("LA", "La"):
-            kinds.append("grey-scale converted to RGB")
-        return rgb.astype(np.uint8), kinds
-    if mode in ("L", "1"):
-        kinds.append("grey-scale converted to RGB")
-    elif mode == "F":
-        raise UnreadableImage("floating-point (mode 'F') images are not supported; save as 8- or 16-bit")
-    elif mode != "RGB":
-        kinds.append(f"mode {mode} converted to RGB")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8), kinds
+    return decode_bytes(data)
 
 
 def load_images(source: str | Path | Sequence[str | Path], *, name: str = "source") -> LoadedImages:
@@ -158,13 +126,13 @@ def load_images(source: str | Path | Sequence[str | Path], *, name: str = "sourc
     Raises:
         ImageSetError: If the directory is missing, no file is given, or no file is usable.
     """
+    loaded = LoadedImages()
     if isinstance(source, (str, Path)):
-        files = list_image_files(source, name=name)
+        files, loaded.problems = _scan(source, name)
         where = f"directory {str(source)!r}"
     else:
         files = [Path(p) for p in source]
         where = f"list of {len(files)} path(s)"
-    loaded = LoadedImages()
     converted: dict[str, list[str]] = {}
     for path in files:
         _load_one(path, loaded, converted)
@@ -172,7 +140,7 @@ def load_images(source: str | Path | Sequence[str | Path], *, name: str = "sourc
         found = f"; {len(loaded.problems)} file(s) skipped: {_first(map(str, loaded.problems))}" if loaded.problems else ""
         raise ImageSetError(
             f"{name}: {where} holds no usable image{found}; allowed: {'/'.join(IMAGE_SUFFIXES)} files "
-            "(RGB, grey-scale, alpha or 16-bit are converted)"
+            "(RGB, grey-scale, alpha, 16-bit or floating point are converted)"
         )
     loaded.notes = _summarise(loaded, converted)
     for note in loaded.notes:
@@ -184,8 +152,12 @@ def load_images(source: str | Path | Sequence[str | Path], *, name: str = "sourc
 
 def _load_one(path: Path, loaded: LoadedImages, converted: dict[str, list[str]]) -> None:
     """Read, hash and decode one file into ``loaded``, recording a problem instead of raising."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if not is_image_file(path):
         loaded.problems.append(ImageProblem(str(path), f"suffix {path.suffix!r} not in {IMAGE_SUFFIXES}"))
+        return
+    problem = file_problem(path)  # a FIFO is never opened: reading it would block
+    if problem is not None:
+        loaded.problems.append(ImageProblem(str(path), problem))
         return
     try:
         data = path.read_bytes()

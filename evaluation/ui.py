@@ -1,48 +1,69 @@
-"""The Evaluate tab (admins): compute every metric for every checkpoint, read them as a table and over steps."""
+"""The Evaluate tab (admins): compute every metric for every checkpoint, read them as a table and over steps.
+
+The Analysis tab is ``evaluation.study.ui``.
+"""
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
 from PIL import Image
 
+from common.device import resolve_device
 from database.metric_results import list_results
-from evaluation.cache import CacheError, FeatureCache
-from evaluation.features import ExtractorUnavailable, get_extractor, resolve_device
-from evaluation.images import ImageSetError
-from evaluation.scorecard import (
-    ALL_METRICS,
-    SCOPES,
-    SEGMENTATION_EXTRACTOR,
-    NothingToEvaluate,
-    ScorecardSettings,
-    compute_scorecard,
-    compute_segmentation_scorecard,
-)
-from evaluation.segmentation import SegmentationError, SegmentationSettings
-from evaluation.study import figures as figures_mod
-from evaluation.study.analysis import analyse_with_embedding, embedding_points, preferred_extractor, study_list
-from evaluation.study.concordance import OUTCOMES
-from evaluation.study.outcomes import STRATA, AnalysisError
-from evaluation.study.report import build_figures, write_bundle
-from generation.masks.files import MaskError
+from evaluation.cache import FeatureCache
+from evaluation.errors import USER_ERRORS
+from evaluation.features import get_extractor
+from evaluation.metrics import MetricSettings
+from evaluation.scorecard import ALL_METRICS, SCOPES, compute_scorecard
+from evaluation.segmentation.scorecard import SEGMENTATION_EXTRACTOR, compute_segmentation_scorecard
+from evaluation.segmentation.settings import SegmentationSettings
 from generation.ui import user_errors_of
-from review.studies import Forbidden, NotSignedIn, ReviewError, require_admin
+from review.studies import ReviewError, require_admin
 
 TABLE = ["step", "checkpoint", "scope", "metric", "value", "CI low", "CI high", "n real", "n fake", "extractor", "note", "computed"]
 LOWER_IS_BETTER = {"fid", "kid", "diversity_ms_ssim", "memorisation"}
 
-
-user_errors = user_errors_of(ReviewError, NothingToEvaluate, ExtractorUnavailable, ImageSetError, CacheError, AnalysisError,
-                             SegmentationError, MaskError)
+user_errors = user_errors_of(ReviewError, *USER_ERRORS)
 
 
 def build(services, session) -> None:
     """Build the tab's components in the current Blocks context; ``session`` is the signed-in token."""
+    ui = _layout()
+    on = _EvaluateEvents(services, ui)
+    views = [ui.table, ui.plot, ui.pairs]
+    ui.segment.click(on.segment, [session, ui.seg_sizes, ui.seg_steps, ui.extractor, ui.metric, ui.scope],
+                     [ui.status, *views], api_name="segmentation_test")
+    ui.compute.click(on.compute, [session, ui.extractor, ui.training, ui.metric, ui.scope], [ui.status, *views],
+                     api_name="compute_metrics")
+    for trigger in (ui.show.click, ui.metric.change, ui.scope.change):
+        trigger(on.show, [session, ui.extractor, ui.metric, ui.scope], views,
+                api_name="metric_results" if trigger == ui.show.click else False)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The tab's components: what to compute, the segmentation test, and the results (table, plot, pairs)."""
+
+    extractor: gr.Dropdown
+    training: gr.Textbox
+    compute: gr.Button
+    show: gr.Button
+    seg_sizes: gr.Textbox
+    seg_steps: gr.Number
+    segment: gr.Button
+    status: gr.Markdown
+    table: gr.Dataframe
+    metric: gr.Dropdown
+    scope: gr.Radio
+    plot: gr.Plot
+    pairs: gr.Gallery
+
+
+def _layout() -> _Layout:
     gr.Markdown(
         "Metrics per checkpoint, per pathology and pooled, against the registered real images. Features are cached "
         "by (image sha256, extractor, preprocessing), so a new checkpoint costs only its own images. "
@@ -70,49 +91,49 @@ def build(services, session) -> None:
     plot = gr.Plot(label="Metric over training steps")
     with gr.Accordion("Memorisation: nearest training image of each synthetic image", open=False):
         pairs = gr.Gallery(label="synthetic | nearest training image", columns=4, height="auto")
+    return _Layout(extractor, training, compute, show, seg_sizes, seg_steps, segment, status, table, metric, scope,
+                   plot, pairs)
 
-    def view(db, name, metric_name, scope_name):
+
+class _EvaluateEvents:
+    """The tab's callbacks: each checks the admin, computes or reads metric results and returns the components' updates."""
+
+    def __init__(self, services, ui: _Layout):
+        self.services, self.ui = services, ui
+
+    def _views(self, db, name, metric_name, scope_name) -> dict:
         rows = list_results(db, name) + list_results(db, SEGMENTATION_EXTRACTOR)
-        return _table(rows), _figure(rows, metric_name, scope_name, name), _pairs(rows)
+        return {self.ui.table: _table(rows), self.ui.plot: _figure(rows, metric_name, scope_name, name),
+                self.ui.pairs: _pairs(rows)}
 
     @user_errors
-    def on_compute(token, name, training_dir, metric_name, scope_name, progress=gr.Progress()):
-        db = services.db()
-        try:
+    def compute(self, token, name, training_dir, metric_name, scope_name, progress=gr.Progress()):
+        config = self.services.config
+        with self.services.db() as db:
             require_admin(db, token)
             folder = Path(training_dir.strip()) if training_dir and training_dir.strip() else None
-            model = get_extractor(name, device=resolve_device(services.config.device))
-            rows = compute_scorecard(db, model, FeatureCache(services.config.data_dir / "features"), ScorecardSettings(),
+            model = get_extractor(name, device=resolve_device(config.device))
+            rows = compute_scorecard(db, model, FeatureCache(config.data_dir / "features"), MetricSettings(),
                                      training_dir=folder, on_progress=lambda f, text: progress(f, desc=text))
-            return f"Computed {len(rows)} results with {name}.", *view(db, name, metric_name, scope_name)
-        finally:
-            db.close()
+            return {self.ui.status: f"Computed {len(rows)} results with {name}.",
+                    **self._views(db, name, metric_name, scope_name)}
 
     @user_errors
-    def on_show(token, name, metric_name, scope_name):
-        db = services.db()
-        try:
+    def show(self, token, name, metric_name, scope_name):
+        with self.services.db() as db:
             require_admin(db, token)
-            return view(db, name, metric_name, scope_name)
-        finally:
-            db.close()
+            return self._views(db, name, metric_name, scope_name)
 
     @user_errors
-    def on_segment(token, sizes_text, steps, name, metric_name, scope_name, progress=gr.Progress()):
+    def segment(self, token, sizes_text, steps, name, metric_name, scope_name, progress=gr.Progress()):
         sizes = _sizes(sizes_text)
-        with closing(services.db()) as db:
+        with self.services.db() as db:
             require_admin(db, token)
-            device = str(resolve_device(services.config.device))
+            device = str(resolve_device(self.services.config.device))
             rows = compute_segmentation_scorecard(db, SegmentationSettings(steps=int(steps or 300)), sizes=sizes,
                                                   device=device, on_progress=lambda f, text: progress(f, desc=text))
-            return f"Stored {len(rows)} segmentation results ({device}).", *view(db, name, metric_name, scope_name)
-
-    segment.click(on_segment, [session, seg_sizes, seg_steps, extractor, metric, scope], [status, table, plot, pairs],
-                  api_name="segmentation_test")
-    compute.click(on_compute, [session, extractor, training, metric, scope], [status, table, plot, pairs], api_name="compute_metrics")
-    for trigger in (show.click, metric.change, scope.change):
-        trigger(on_show, [session, extractor, metric, scope], [table, plot, pairs],
-                api_name="metric_results" if trigger == show.click else False)
+            return {self.ui.status: f"Stored {len(rows)} segmentation results ({device}).",
+                    **self._views(db, name, metric_name, scope_name)}
 
 
 def _sizes(text: str) -> tuple:
@@ -173,205 +194,3 @@ def _pairs(rows: list[dict]) -> list[tuple]:
 
 def _round(value):
     return None if value is None else round(float(value), 4)
-
-
-# The embedding plot is plotly.js: its hover event fills the box beside it with the image and its ratings.
-HOVER_JS = """
-if (!window.__polypHover) {
-  const show = (event) => {
-    const data = event.points[0].customdata;
-    const box = document.getElementById('analysis-hover');
-    if (!data || !box) return;
-    box.querySelector('img').src = data[0] || '';
-    box.querySelector('img').style.display = data[0] ? 'block' : 'none';
-    box.querySelector('p').textContent = data[2] + ': ' + data[1];
-  };
-  // Re-bound on every tick: a re-rendered plot may keep its element but lose its listeners.
-  window.__polypHover = setInterval(() => {
-    document.querySelectorAll('#analysis-embedding .js-plotly-plot').forEach((plot) => {
-      if (typeof plot.on !== 'function') return;
-      plot.removeListener('plotly_hover', show);
-      plot.on('plotly_hover', show);
-    });
-  }, 500);
-}
-"""
-HOVER_BOX = ("<div id='analysis-hover' style='min-height:120px'><img alt='hovered image' style='display:none;width:144px'>"
-             "<p>Hover a point to see its image and ratings.</p></div>")
-OUTCOME_COLUMNS = ["stratum", "group", "checkpoint_step", "scope", "n_ratings", "n_images", "n_raters", "judged_real",
-                   "judged_real_low", "judged_real_high", "accuracy_2afc", "accuracy_low", "accuracy_high",
-                   "p_vs_chance", "realism_mean", "pathology_accuracy", "pathology_low", "pathology_high",
-                   "pathology_auc", "auc_low", "auc_high", "pathology_cannot_tell", "mask_fits", "mask_fits_low",
-                   "mask_fits_high", "response_ms_median"]
-
-
-def build_analysis(services, session) -> None:
-    """The Analysis tab (admins): one study's ratings against its checkpoints' metrics and features."""
-    gr.Markdown(
-        "Expert outcomes per checkpoint and pathology, agreement, expert-vs-metric correlations, the joint "
-        "t-SNE/UMAP view and the ranking, for one study. Every figure has a download button (camera icon); "
-        "**Export** writes every table as CSV and one self-contained HTML report.")
-    with gr.Row():
-        study = gr.Dropdown([], label="Study", scale=3, allow_custom_value=True)
-        extractor = gr.Dropdown(["efficientnet", "inception"], value="efficientnet", label="Feature extractor")
-        stratify = gr.Dropdown(list(STRATA), value="none", label="Stratify raters by")
-        analyse = gr.Button("Analyse", variant="primary")
-    banner = gr.Markdown("Choose a study and press **Analyse**.")
-    state = gr.State(None)
-    with gr.Tabs():
-        with gr.Tab("Outcomes"):
-            outcome_plot, realism_plot, pathology_plot = gr.Plot(label="Source"), gr.Plot(label="Realism"), gr.Plot(label="Pathology")
-            outcome_table = gr.Dataframe(label="Outcomes per group and scope", interactive=False)
-            gap_table = gr.Dataframe(label="Clinical significance gap (pathology accuracy real - synthetic)", interactive=False)
-        with gr.Tab("Agreement"):
-            agreement_plot = gr.Plot(label="Agreement")
-            agreement_table = gr.Dataframe(label="Inter-rater agreement", interactive=False, wrap=True)
-            intra_table = gr.Dataframe(label="Intra-rater agreement (planned repeats)", interactive=False)
-            attention_table = gr.Dataframe(label="Attention checks", interactive=False)
-        with gr.Tab("Expert vs metric"):
-            with gr.Row():
-                metric = gr.Dropdown(["fid"], value="fid", label="Metric", allow_custom_value=True)
-                outcome = gr.Dropdown(list(OUTCOMES), value="fooling_rate", label="Expert outcome")
-            scatter = gr.Plot(label="Metric vs expert outcome")
-            correlation_table = gr.Dataframe(label="All correlations", interactive=False, wrap=True)
-            links_table = gr.Dataframe(label="Per-image links (synthetic images)", interactive=False, wrap=True)
-        with gr.Tab("Embedding"):
-            with gr.Row():
-                method = gr.Radio(["tsne", "umap"], value="tsne", label="Method",
-                                  info="UMAP: its first use in a server process compiles (15-30 s on 2 cores)")
-                checkpoint = gr.Dropdown(["all"], value="all", label="Checkpoint panel", allow_custom_value=True)
-            with gr.Row():
-                embedding = gr.Plot(label="Embedding", elem_id="analysis-embedding", scale=4)
-                gr.HTML(HOVER_BOX, js_on_load=HOVER_JS, scale=1)
-        with gr.Tab("Ranking"):
-            ranking_note = gr.Markdown("")
-            ranking_plot = gr.Plot(label="Ranking")
-            ranking_table = gr.Dataframe(label="Bradley-Terry ranking", interactive=False)
-        with gr.Tab("Export"):
-            export = gr.Button("Write CSVs and HTML report")
-            files = gr.File(label="Downloads", file_count="multiple")
-
-    @user_errors
-    def on_studies(token):
-        with closing(services.db()) as db:
-            try:
-                require_admin(db, token)
-            except (Forbidden, NotSignedIn):
-                return gr.update(choices=[], value=None), gr.update()
-            choices = [(_study_label(s), s["id"]) for s in study_list(db)]
-            chosen = preferred_extractor(db)
-        return (gr.update(choices=choices, value=choices[0][1] if choices else None),
-                gr.update(value=chosen if chosen in ("efficientnet", "inception") else "efficientnet"))
-
-    @user_errors
-    def on_analyse(token, study_id, extractor_name, stratify_by, method_name, metric_name, outcome_name,
-                   progress=gr.Progress()):
-        with closing(services.db()) as db:
-            require_admin(db, token)
-            view = analyse_with_embedding(db, study_id, extractor_name, stratify_by, method_name,
-                                          services.config.data_dir / "features", services.config.device,
-                                          lambda fraction, text: progress(fraction, desc=text))
-        analysis = view.analysis
-        metrics = sorted({r["metric"] for r in analysis.correlations}) or ["fid"]
-        chosen = metric_name if metric_name in metrics else metrics[0]
-        return (_banner(analysis), view, *_outcome_views(analysis), *_agreement_views(analysis),
-                gr.update(choices=metrics, value=chosen), _scatter(analysis, chosen, outcome_name),
-                _rows(analysis.correlations, drop=("points",)), _frame(analysis.images),
-                gr.update(choices=["all", *analysis.checkpoints], value="all"), _embedding(view, "all"),
-                *_ranking_views(analysis))
-
-    @user_errors
-    def on_scatter(view, metric_name, outcome_name):
-        return _scatter(_need(view).analysis, metric_name, outcome_name)
-
-    @user_errors
-    def on_embedding(view, method_name, panel):
-        view = _need(view)
-        allowed = ["all", *view.analysis.checkpoints]
-        if panel not in allowed:
-            raise ReviewError(f"checkpoint panel: choose one of {', '.join(allowed)} (got {panel!r})")
-        if view.fitted.method != method_name:
-            view.fitted, view.points = embedding_points(view.images, view.analysis.frame, method_name)
-        return view, _embedding(view, panel)
-
-    @user_errors
-    def on_export(token, view, outcome_name, metric_name):
-        with closing(services.db()) as db:
-            require_admin(db, token)
-        view = _need(view)
-        figures = build_figures(view.analysis, view.fitted, view.points, metric_name, outcome_name)
-        folder = Path(tempfile.mkdtemp(prefix="polyp-analysis-"))
-        bundle, report = write_bundle(view.analysis, figures, folder, view.points)
-        return [str(bundle), str(report)]
-
-    session.change(on_studies, session, [study, extractor], api_name="analysis_studies")
-    analyse.click(on_analyse, [session, study, extractor, stratify, method, metric, outcome],
-                  [banner, state, outcome_plot, realism_plot, pathology_plot, outcome_table, gap_table, agreement_plot,
-                   agreement_table, intra_table, attention_table, metric, scatter, correlation_table, links_table,
-                   checkpoint, embedding, ranking_note, ranking_plot, ranking_table], api_name="analyse_study")
-    for trigger in (metric.change, outcome.change):
-        trigger(on_scatter, [state, metric, outcome], scatter, api_name=False)
-    for trigger in (method.change, checkpoint.change):
-        trigger(on_embedding, [state, method, checkpoint], [state, embedding], api_name=False)
-    export.click(on_export, [session, state, outcome, metric], files, api_name="analysis_report")
-
-
-def _need(view):
-    if view is None:
-        raise ReviewError("press Analyse first")
-    return view
-
-
-def _study_label(study: dict) -> str:
-    tag = " [SIMULATED]" if study.get("simulated") else ""
-    return f"#{study['id']} {study['name']} ({study['mode']}, {study['status']}){tag}"
-
-
-def _banner(analysis) -> str:
-    study, frame = analysis.study, analysis.frame
-    lines = [f"**Study #{study['id']} {study['name']}** ({study['mode']} mode): {frame['rater'].nunique()} raters, "
-             f"{frame['trial_id'].nunique()} ratings, {len(analysis.checkpoints)} checkpoints; metrics from "
-             f"**{analysis.extractor}**; strata: {analysis.stratify}."]
-    lines += [f"> ⚠️ **{w}**" for w in analysis.warnings]
-    return "\n\n".join(lines)
-
-
-def _outcome_views(analysis):
-    single = analysis.study["mode"] == "single"
-    realism = gr.update(value=figures_mod.realism_figure(analysis) if single else None, visible=single)
-    return (figures_mod.outcome_figure(analysis), realism,
-            figures_mod.pathology_figure(analysis), _rows(analysis.outcomes, keep=OUTCOME_COLUMNS),
-            _rows(analysis.clinical_gap))
-
-
-def _agreement_views(analysis):
-    return (figures_mod.agreement_figure(analysis), _rows(analysis.agreement), _rows(analysis.intra_rater),
-            _rows(analysis.attention))
-
-
-def _ranking_views(analysis):
-    plot = figures_mod.ranking_figure(analysis) if analysis.ranking else None
-    return analysis.ranking_note, plot, _rows(analysis.ranking)
-
-
-def _scatter(analysis, metric_name: str, outcome_name: str):
-    found = [r for r in analysis.correlations if r["metric"] == metric_name and r["outcome"] == outcome_name]
-    return figures_mod.scatter_figure(found[0], analysis.metrics, analysis) if found else None
-
-
-def _embedding(view, panel: str):
-    return figures_mod.embedding_figure(view.points, view.fitted, view.analysis,
-                                        None if panel in (None, "all") else panel)
-
-
-def _rows(rows: list[dict], keep: list[str] | None = None, drop: tuple = ()):
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    if keep is not None:
-        table = table[[c for c in keep if c in table.columns]]
-    return _frame(table.drop(columns=[c for c in drop if c in table.columns]))
-
-
-def _frame(table):
-    return table.round(4) if len(table) else None

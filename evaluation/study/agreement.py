@@ -1,4 +1,4 @@
-"""Inter- and intra-rater agreement for the reader study, with item-bootstrap confidence intervals.
+"""Inter-rater agreement for the reader study, with item-bootstrap confidence intervals.
 
 Inter-rater input is long form: a DataFrame with columns ``item``, ``rater`` and ``value``, one row
 per rating; a missing rating is an absent row. Values are category labels (strings) or ordinal
@@ -8,7 +8,8 @@ count table, so the bootstrap resamples rows of that table (items, with replacem
 Statistics:
 
 - Fleiss' kappa (statsmodels) needs the same number of ratings on every item, so it uses the items
-  with the most common count (>= 2) and reports how many it dropped.
+  with the most common count among items with >= 2 ratings (ties: the larger count) and reports
+  how many it dropped.
 - Krippendorff's alpha (the ``krippendorff`` package) accepts missing ratings; string categories
   are coded by their position in ``categories`` (so "interval" on strings means equally spaced).
 - Gwet's AC1 (Gwet 2008, Br J Math Stat Psychol 61:29-48; formula with r_i raters per item from
@@ -16,36 +17,38 @@ Statistics:
   pandas. Chance agreement uses every rated item; observed agreement uses items with >= 2 ratings.
 - Percent agreement is the mean, over items with >= 2 ratings, of the share of agreeing rater pairs.
 
+Item basis of ``agreement_summary``: every statistic is computed on the items with >= 2 ratings
+(the only items on which raters can agree or not); Fleiss' kappa on the subset with the modal count.
+Gwet's own basis for AC1's chance term (every rated item, single-rated ones included) is kept as
+an extra column, ``gwet_ac1_all_items``, of the ``gwet_ac1`` row.
+
 When one category holds most ratings, kappa and alpha can be low despite high raw agreement (the
-"kappa paradox", Feinstein and Cicchetti 1990); AC1 is robust to it, so the summary says so.
+"kappa paradox", Feinstein and Cicchetti 1990); AC1 is robust to it, so the summary says so by the
+rule of ``evaluation.study.notes.kappa_paradox``.
+Each rater's own consistency (planned repeats, attention checks) is ``evaluation.study.consistency``.
+(About 400 lines: the statistics share one validated count table and one bootstrap.)
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import krippendorff
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats import inter_rater
 
-from evaluation.utility import wilson_interval
+from evaluation.study.notes import SMALL_RATERS, SMALL_RATINGS, join, kappa_paradox
 
 logger = logging.getLogger(__name__)
 
 LONG_COLUMNS = ("item", "rater", "value")
-PAIR_COLUMNS = ("rater", "first", "second")
-ATTENTION_COLUMNS = ("rater", "passed")
 LEVELS = ("nominal", "ordinal", "interval")
-SMALL_N = 10
+SMALL_N = SMALL_RATINGS
 """Below this many items (or pairs) a row's note says the sample is too small to conclude."""
-PARADOX_SHARE = 0.9
-"""Above this share of ratings in one category the note warns about the kappa paradox."""
 CONFIDENCE = 0.95
 
 
@@ -78,7 +81,8 @@ class FleissResult:
 # Validation and the count table
 
 
-def _require_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
+def require_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
+    """Raise ``AgreementError`` unless ``df`` is a DataFrame with rows and the ``required`` columns, none missing."""
     if not isinstance(df, pd.DataFrame):
         raise AgreementError(
             f"{name} must be a pandas DataFrame with columns {list(required)}, got {type(df).__name__}")
@@ -93,7 +97,8 @@ def _require_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> No
             raise AgreementError(f"{name} column {column!r} has {n_null} missing value(s); drop those rows")
 
 
-def _check_categories(categories: Sequence) -> list:
+def check_categories(categories: Sequence) -> list:
+    """``categories`` as a list; ``AgreementError`` if it is empty or repeats a value."""
     cats = list(categories)
     if not cats:
         raise AgreementError("categories is empty; give every allowed value, e.g. ['real', 'synthetic']")
@@ -102,7 +107,8 @@ def _check_categories(categories: Sequence) -> list:
     return cats
 
 
-def _check_values(values: pd.Series, categories: list, column: str) -> None:
+def check_values(values: pd.Series, categories: list, column: str) -> None:
+    """Raise ``AgreementError`` naming the values of ``column`` that are not in ``categories``."""
     outside = values[~values.isin(categories)]
     if len(outside):
         bad = list(dict.fromkeys(outside.tolist()))[:5]
@@ -110,9 +116,9 @@ def _check_values(values: pd.Series, categories: list, column: str) -> None:
 
 
 def _validate_long(long: pd.DataFrame, categories: Sequence) -> list:
-    _require_columns(long, LONG_COLUMNS, "long")
-    cats = _check_categories(categories)
-    _check_values(long["value"], cats, "value")
+    require_columns(long, LONG_COLUMNS, "long")
+    cats = check_categories(categories)
+    check_values(long["value"], cats, "value")
     repeated = long.duplicated(["item", "rater"])
     if repeated.any():
         first = tuple(long.loc[repeated, ["item", "rater"]].iloc[0])
@@ -147,6 +153,8 @@ def _modal_count(counts: np.ndarray) -> int:
 
 
 def _fleiss(counts: np.ndarray, ratings_per_item: int) -> float:
+    if ratings_per_item < 2:
+        raise UndefinedAgreement("no item has 2 or more ratings")
     table = counts[counts.sum(axis=1) == ratings_per_item]
     if len(table) < 2:
         raise UndefinedAgreement(f"fewer than 2 items have {ratings_per_item} ratings")
@@ -233,7 +241,7 @@ def krippendorff_alpha(long: pd.DataFrame, level: str = "nominal", categories: S
     if level not in LEVELS:
         raise AgreementError(f"level={level!r} is not allowed; use one of {list(LEVELS)}")
     if categories is None:
-        _require_columns(long, LONG_COLUMNS, "long")
+        require_columns(long, LONG_COLUMNS, "long")
         observed = long["value"].unique().tolist()
         if level != "nominal" and any(isinstance(v, str) for v in observed):
             raise AgreementError(
@@ -277,7 +285,8 @@ def percent_agreement(long: pd.DataFrame, categories: Sequence) -> float:
 # Summary with bootstrap CIs
 
 
-def _finite(x: float | None) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a float, or None when it is None, NaN or infinite."""
     return float(x) if x is not None and math.isfinite(x) else None
 
 
@@ -316,8 +325,11 @@ def agreement_summary(
 
     Returns:
         One dict per statistic (``fleiss_kappa``, ``krippendorff_alpha_nominal``,
-        ``krippendorff_alpha_ordinal`` when ordinal, ``gwet_ac1``, ``percent_agreement``) with keys
-        ``statistic, value, ci_low, ci_high, n_items, n_raters, n_ratings, note``.
+        ``krippendorff_alpha_ordinal`` when ordinal, ``gwet_ac1``, ``percent_agreement``), every one
+        on the items with >= 2 ratings (Fleiss: those with the modal count), with keys ``statistic,
+        value, ci_low, ci_high, n_items, n_raters, n_ratings, gwet_ac1_all_items,
+        n_items_all_rated`` (AC1 on every rated item, Gwet's own basis: ``gwet_ac1`` row only) and
+        ``note``.
 
     Raises:
         AgreementError: If the input is malformed or ``n_boot`` is negative.
@@ -326,6 +338,7 @@ def agreement_summary(
     if n_boot < 0:
         raise AgreementError(f"n_boot={n_boot} is negative; use 0 (no CI) or more")
     counts, items = _count_table(long, cats)
+    totals = counts.sum(axis=1)
     share = counts.sum(axis=0).max() / counts.sum()
     try:
         modal = _modal_count(counts)
@@ -333,22 +346,36 @@ def agreement_summary(
         modal = 0
     draws = np.random.default_rng(seed).integers(0, len(counts), size=(n_boot, len(counts)))
     rows = []
-    for name, stat, used in _statistics(cats, counts.sum(axis=1), modal, ordinal):
+    for name, stat, used in _statistics(cats, totals, modal, ordinal):
         value, lo, hi, notes = _estimate(stat, counts, draws)
         used_long = long[long["item"].isin(items[used])]
-        n_items = int(used.sum())
-        if name == "fleiss_kappa" and modal and n_items < len(counts):
-            notes.append(f"used the {n_items} of {len(counts)} items with {modal} ratings")
-        if n_items < SMALL_N:
-            notes.append(f"n too small to conclude ({n_items} items)")
-        if share > PARADOX_SHARE and name.startswith(("fleiss", "krippendorff")):
-            notes.append(f"kappa paradox: one category holds {share:.0%} of ratings; read AC1")
-        rows.append({
-            "statistic": name, "value": value, "ci_low": lo, "ci_high": hi, "n_items": n_items,
-            "n_raters": int(used_long["rater"].nunique()), "n_ratings": len(used_long), "note": "; ".join(notes),
-        })
+        rows.append({"statistic": name, "value": value, "ci_low": lo, "ci_high": hi, "n_items": int(used.sum()),
+                     "n_raters": int(used_long["rater"].nunique()), "n_ratings": len(used_long), "notes": notes,
+                     "gwet_ac1_all_items": None, "n_items_all_rated": None})
+    agreement = next(r["value"] for r in rows if r["statistic"] == "percent_agreement")
+    for row in rows:
+        row["note"] = _summary_note(row, row.pop("notes"), modal, len(counts), agreement, share)
+    ac1 = next(r for r in rows if r["statistic"] == "gwet_ac1")
+    ac1["gwet_ac1_all_items"] = finite_or_none(_try(_ac1, counts))
+    ac1["n_items_all_rated"] = len(counts)
     logger.info("agreement on %d items, %d ratings, %d bootstrap resamples", len(counts), len(long), n_boot)
     return rows
+
+
+def _summary_note(row: dict, notes: list[str], modal: int, n_all: int, agreement: float | None, share: float) -> str:
+    """Basis, small n, dropped items and the kappa paradox, for one summary row."""
+    name, n_items = row["statistic"], row["n_items"]
+    basis = f"rests on {n_items} items with {modal if name == 'fleiss_kappa' and modal else '>= 2'} ratings"
+    notes = [f"{basis}, {row['n_ratings']} ratings by {row['n_raters']} raters", *notes]
+    if name == "fleiss_kappa" and modal and n_items < n_all:
+        notes.append(f"used the {n_items} of {n_all} items with {modal} ratings")
+    if n_items < SMALL_N:
+        notes.append(f"n too small to conclude ({n_items} items)")
+    elif row["n_raters"] < SMALL_RATERS:
+        notes.append(f"n too small to conclude ({row['n_raters']} raters)")
+    if name.startswith(("fleiss", "krippendorff")):
+        notes.append(kappa_paradox(row["value"], agreement, share))
+    return join(*notes)
 
 
 def _statistics(cats: list, totals: np.ndarray, modal: int, ordinal: bool) -> list[tuple]:
@@ -360,14 +387,16 @@ def _statistics(cats: list, totals: np.ndarray, modal: int, ordinal: bool) -> li
              ("krippendorff_alpha_nominal", alpha("nominal"), totals >= 2)]
     if ordinal:
         stats.append(("krippendorff_alpha_ordinal", alpha("ordinal"), totals >= 2))
-    return stats + [("gwet_ac1", _ac1, totals >= 1), ("percent_agreement", _observed_agreement, totals >= 2)]
+    pairable = totals >= 2
+    return stats + [("gwet_ac1", lambda c: _ac1(c[c.sum(axis=1) >= 2]), pairable),
+                    ("percent_agreement", _observed_agreement, pairable)]
 
 
 def _estimate(stat: Callable[[np.ndarray], float], counts: np.ndarray, draws: np.ndarray) -> tuple:
     """Point value, percentile CI over the item resamples ``draws``, and notes; None when undefined."""
     try:
         with np.errstate(divide="ignore", invalid="ignore"):
-            value = _finite(stat(counts))
+            value = finite_or_none(stat(counts))
     except UndefinedAgreement as err:
         return None, None, None, [f"cannot compute: {err}"]
     if value is None or len(draws) == 0:
@@ -375,90 +404,3 @@ def _estimate(stat: Callable[[np.ndarray], float], counts: np.ndarray, draws: np
     lo, hi, n_ok = _percentile_ci(np.array([_try(stat, counts[d]) for d in draws]))
     notes = [f"CI from {n_ok} of {len(draws)} resamples (the others were undefined)"] if n_ok < len(draws) else []
     return value, lo, hi, notes
-
-
-# ---------------------------------------------------------------------------------------------
-# Intra-rater agreement and attention checks
-
-
-def _kappa_row(rater, first: pd.Series, second: pd.Series, labels: list, weights: str | None) -> dict:
-    n = len(first)
-    notes = []
-    kappa = None
-    if len(set(first) | set(second)) < 2:
-        notes.append("only one category used: kappa undefined")
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            kappa = _finite(cohen_kappa_score(first, second, labels=labels, weights=weights))
-        if kappa is None:
-            notes.append("kappa undefined for these answers")
-    if n < SMALL_N:
-        notes.append(f"n too small to conclude ({n} pairs)")
-    return {"rater": rater, "n_pairs": n, "percent_agreement": float((first.to_numpy() == second.to_numpy()).mean()),
-            "cohen_kappa": kappa, "note": "; ".join(notes)}
-
-
-def intra_rater(pairs: pd.DataFrame, ordinal: bool = False, categories: Sequence | None = None) -> list[dict]:
-    """Each rater's agreement with their own earlier answer on planned repeats (Cohen's kappa).
-
-    Args:
-        pairs: Columns ``rater``, ``first``, ``second``: one row per repeated item.
-        ordinal: Use quadratic weights (answers ordered as ``categories``).
-        categories: Allowed answers, in order when ``ordinal``; defaults to the sorted observed answers.
-
-    Returns:
-        One dict per rater (sorted) and a pooled row with rater ``"all"``, with keys
-        ``rater, n_pairs, percent_agreement, cohen_kappa, note``; kappa is None when undefined.
-
-    Raises:
-        AgreementError: If columns are missing, there are no rows, an answer is outside
-            ``categories``, or ``ordinal`` string answers come without ``categories``.
-    """
-    _require_columns(pairs, PAIR_COLUMNS, "pairs")
-    answers = pd.concat([pairs["first"], pairs["second"]])
-    if categories is None:
-        if ordinal and any(isinstance(v, str) for v in answers):
-            raise AgreementError("ordinal=True with string answers needs categories in order")
-        try:
-            categories = sorted(answers.unique().tolist())
-        except TypeError as err:
-            raise AgreementError("answers mix types; pass categories") from err
-    cats = _check_categories(categories)
-    for column in ("first", "second"):
-        _check_values(pairs[column], cats, column)
-    weights = "quadratic" if ordinal else None
-    rows = [_kappa_row(r, g["first"], g["second"], cats, weights)
-            for r, g in sorted(pairs.groupby("rater"), key=lambda kv: str(kv[0]))]
-    rows.append(_kappa_row("all", pairs["first"], pairs["second"], cats, weights))
-    return rows
-
-
-def _rate_row(rater, passed: np.ndarray) -> dict:
-    n, k = len(passed), int(passed.sum())
-    lo, hi = wilson_interval(k, n, CONFIDENCE)
-    return {"rater": rater, "n": n, "passed": k, "rate": k / n, "ci_low": lo, "ci_high": hi}
-
-
-def attention_pass_rates(df: pd.DataFrame) -> list[dict]:
-    """Attention-check pass rate per rater and pooled, with 95 % Wilson intervals.
-
-    Args:
-        df: Columns ``rater`` and ``passed`` (bool), one row per attention check.
-
-    Returns:
-        One dict per rater (sorted) and a pooled row with rater ``"all"``, with keys
-        ``rater, n, passed, rate, ci_low, ci_high``.
-
-    Raises:
-        AgreementError: If columns are missing, there are no rows, or ``passed`` is not boolean.
-    """
-    _require_columns(df, ATTENTION_COLUMNS, "df")
-    bad = df.loc[~df["passed"].isin([True, False]), "passed"]
-    if len(bad):
-        raise AgreementError(
-            f"column 'passed' holds {bad.unique()[:5].tolist()!r}; allowed values are True and False")
-    rows = [_rate_row(r, g["passed"].to_numpy(dtype=bool))
-            for r, g in sorted(df.groupby("rater"), key=lambda kv: str(kv[0]))]
-    rows.append(_rate_row("all", df["passed"].to_numpy(dtype=bool)))
-    return rows

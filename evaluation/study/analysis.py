@@ -4,7 +4,7 @@
 expert outcomes per checkpoint and pathology, agreement (inter-rater, intra-rater from repeats,
 attention checks), the Bradley-Terry ranking (pair studies), metric-vs-expert correlations and
 per-image links. ``study_images`` and ``embedding_points`` give the joint t-SNE/UMAP view.
-Everything reads the study database through ``review``'s store functions; nothing here writes.
+Everything reads the study database through the ``database`` room's functions; nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from common.device import resolve_device
 from database import checkpoints as checkpoint_store
 from database import images as image_store
 from database import ratings as rating_store
 from database import studies as study_store
 from database.metric_results import list_results
 from evaluation.cache import FeatureCache, features_for
-from evaluation.features import get_extractor, resolve_device
+from evaluation.features import get_extractor
 from evaluation.images import load_images
-from evaluation.scorecard import SEGMENTATION_EXTRACTOR
-from evaluation.study import agreement, concordance, outcomes, ranking
+from evaluation.segmentation.scorecard import SEGMENTATION_EXTRACTOR
+from evaluation.study import agreement, concordance, consistency, outcomes, ranking
 from evaluation.study.embedding import embed
+from evaluation.study.notes import SMALL_RATERS, SMALL_RATINGS, StudyContext
 from evaluation.study.outcomes import AnalysisError
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,14 @@ class StudyAnalysis:
     warnings: list[str] = field(default_factory=list)
     n_boot: int = 300
     seed: int = 0
+    context: StudyContext | None = None
+
+    def caption(self) -> str:
+        """What the whole analysis rests on, for figure captions and the report's header."""
+        if self.context is None:
+            return f"{self.frame['rater'].nunique()} raters, {self.frame['trial_id'].nunique()} ratings"
+        text = self.context.describe()
+        return text + ("; n too small to conclude" if self.context.too_small() else "")
 
     @property
     def simulated(self) -> bool:
@@ -149,6 +159,7 @@ def analyse_study(db, study_id: int, extractor: str = "efficientnet", stratify: 
     metrics = _metric_rows(db, frame, extractor)
     per_image, links = _image_links(frame, images, n_boot, seed)
     ranked, ranking_note = _ranking(frame, n_boot, seed)
+    context = _context(db, study, frame)
     warnings = []
     if study.get("simulated"):
         warnings.append("SIMULATED PANEL: these ratings come from a seeded simulation (review/simulate.py), "
@@ -156,16 +167,39 @@ def analyse_study(db, study_id: int, extractor: str = "efficientnet", stratify: 
     if not any(row["extractor"] == extractor for row in metrics):
         warnings.append(f"no metric results stored for the {extractor} extractor: compute them in the Evaluate tab "
                         f"(or python -m evaluation.scorecard --extractor {extractor}) to relate metrics to ratings")
-    if frame["rater"].nunique() < 3:
-        warnings.append(f"only {frame['rater'].nunique()} rater(s): agreement statistics are not meaningful")
+    warnings += _context_warnings(context)
     return StudyAnalysis(
         study=study, frame=frame, stratify=stratify, extractor=extractor, outcomes=outcome_rows,
         clinical_gap=outcomes.clinical_gap(frame), agreement=_agreement(frame, stratify, n_boot, seed),
-        intra_rater=_intra(frame), attention=agreement.attention_pass_rates(outcomes.attention_frame(frame))
+        intra_rater=_intra(frame), attention=consistency.attention_pass_rates(outcomes.attention_frame(frame))
         if (frame["trial_kind"] == "attention").any() else [],
         ranking=ranked, ranking_note=ranking_note, metrics=metrics,
         correlations=_correlations(frame, metrics, n_boot, seed), images=per_image, image_links=links,
-        warnings=warnings, n_boot=n_boot, seed=seed)
+        warnings=warnings, n_boot=n_boot, seed=seed, context=context)
+
+
+def _context(db, study: dict, frame: pd.DataFrame) -> StudyContext:
+    progress = study_store.study_progress(db, study["id"])
+    return StudyContext(status=str(study.get("status") or "unknown"),
+                        n_planned=sum(int(r["total"] or 0) for r in progress),
+                        n_rated=sum(int(r["rated"] or 0) for r in progress),
+                        n_raters=int(frame["rater"].nunique()), n_ratings=int(frame["trial_id"].nunique()))
+
+
+def _context_warnings(context: StudyContext) -> list[str]:
+    """Banners for a study still open or part-rated, and for one too small to conclude anything."""
+    out = []
+    share = context.share_rated
+    if context.status == "open":
+        out.append(f"{context.describe()}: close the study before reporting these numbers")
+    elif share is not None and share < 1:
+        out.append(f"{context.describe()}: {context.n_planned - context.n_rated} planned trials were never rated")
+    if context.n_raters < SMALL_RATERS:
+        out.append(f"only {context.n_raters} rater(s): agreement statistics are not meaningful, and no number "
+                   "here can be generalised beyond these raters")
+    if context.n_ratings < SMALL_RATINGS:
+        out.append(f"only {context.n_ratings} ratings: too few to conclude anything; intervals show how little is known")
+    return out
 
 
 @dataclass
@@ -269,7 +303,7 @@ def _intra(frame: pd.DataFrame) -> list[dict]:
     for question in ("judged_real", "pathology_call"):
         pairs = outcomes.repeat_pairs(frame, question)
         if len(pairs):
-            rows += [{"question": question, **row} for row in agreement.intra_rater(pairs)]
+            rows += [{"question": question, **row} for row in consistency.intra_rater(pairs)]
     return rows
 
 
@@ -279,11 +313,12 @@ def _ranking(frame: pd.DataFrame, n_boot: int, seed: int) -> tuple[list[dict], s
     rows = frame[(frame["trial_kind"] == "normal") & (frame["image_source"] == "synthetic")]
     trials = pd.DataFrame({"rater": rows["rater"], "checkpoint": rows["group"], "fooled": rows["judged_real"] == 1.0})
     try:
-        return ranking.rank_checkpoints(trials, n_boot=n_boot, seed=seed), (
-            "Each pair is a match between the checkpoint and the real image: the checkpoint wins when the rater "
-            "took its image for the real one. Strength is relative to real (0); ranks overlap where intervals do.")
+        rows = ranking.rank_checkpoints(trials, n_boot=n_boot, seed=seed)
     except ranking.RankingError as error:
         return [], str(error)
+    return rows, ("Each pair is a match between the checkpoint and the real image: the checkpoint wins when the "
+                  "rater took its image for the real one. Strength is relative to real (0); equal records share a "
+                  "rank, and ranks overlap where intervals do. " + ranking.prior_note(rows))
 
 
 def _correlations(frame: pd.DataFrame, metrics: list[dict], n_boot: int, seed: int) -> list[dict]:

@@ -32,6 +32,8 @@ OUTCOMES: dict[str, str] = {
 }
 METRICS: tuple[str, ...] = ("fid", "kid", "precision", "recall", "density", "coverage", "diversity_ms_ssim",
                             "label_fidelity", "augmentation_utility", "memorisation")
+MIRRORS: dict[str, str] = {"clinical_gap": "pathology_accuracy"}
+"""Outcomes derived from another one: the same test when their checkpoint ranks mirror it."""
 MIN_CHECKPOINTS = 3
 MIN_IMAGE_RATINGS = 3
 EXACT_MAX_N = 8
@@ -142,21 +144,46 @@ def correlate(metric_values: dict[str, float], data: OutcomeData, draws: pd.Data
 
 
 def adjust_for_multiplicity(rows: list[dict]) -> list[dict]:
-    """Holm-adjust the Spearman p-values of a table of correlations (``spearman_p_holm``); a row
-    stays ``conclusive`` only if its adjusted p is below 0.05."""
+    """Holm-adjust the Spearman p-values of a table of correlations (``spearman_p_holm``), over
+    distinct tests only; a row stays ``conclusive`` only if its adjusted p is below 0.05.
+
+    Two rows are one test when they correlate the same metric with mirrored outcomes (``MIRRORS``:
+    ``clinical_gap`` is the real accuracy minus ``pathology_accuracy``) whose checkpoint ranks are
+    equal or exactly reversed, as they are whenever every checkpoint shares the real accuracy: they
+    have the same |rho| and p, so Holm counts them once and the mirror's note says so. Other
+    outcomes that merely happen to rank the checkpoints alike remain tests of their own.
+    """
     from statsmodels.stats.multitest import multipletests
 
     tested = [row for row in rows if row.get("spearman_p") is not None]
     for row in rows:
         row["spearman_p_holm"] = None
-    if tested:
-        adjusted = multipletests([row["spearman_p"] for row in tested], method="holm")[1]
-        for row, p in zip(tested, adjusted):
+    families: dict = {}
+    for row in tested:
+        families.setdefault(_test_key(row), []).append(row)
+    if not families:
+        return rows
+    adjusted = multipletests([members[0]["spearman_p"] for members in families.values()], method="holm")[1]
+    for members, p in zip(families.values(), adjusted):
+        for i, row in enumerate(members):
             row["spearman_p_holm"] = float(p)
+            if i:
+                row["note"] += (f"; same test as {members[0]['outcome']} (its checkpoint ranks mirror it): "
+                                "counted once by Holm")
             if row["conclusive"] and p >= 0.05:
                 row["conclusive"] = False
-                row["note"] += f"; not significant after Holm's correction for {len(tested)} comparisons (p {p:.3f})"
+                row["note"] += (f"; not significant after Holm's correction for {len(families)} distinct "
+                                f"comparisons (p {p:.3f})")
     return rows
+
+
+def _test_key(row: dict) -> tuple:
+    """(metric, outcome or the one it mirrors, checkpoints, outcome ranks up to reversal): rows with
+    the same key are one test."""
+    names = tuple(point[0] for point in row["points"])
+    ranks = stats.rankdata([point[2] for point in row["points"]])
+    outcome = MIRRORS.get(row["outcome"], row["outcome"])
+    return row["metric"], outcome, names, min(tuple(ranks), tuple(len(ranks) + 1 - ranks))
 
 
 def image_scores(real_features: np.ndarray, real_labels: list[str], fake_features: np.ndarray,

@@ -1,7 +1,9 @@
 """Plotly figures of a study analysis (used by the Analysis tab and the HTML report).
 
 Every figure says in its title or axis what it counts, with n, and draws the intervals the
-tables report. Embedding points carry ``customdata = [thumbnail data URI, ratings summary, name]``
+tables report; its caption (below the plot) says what it rests on: raters, ratings, items, study
+status and share rated, and flags n too small to conclude (points resting on too few ratings or
+raters, by the rule of ``evaluation.study.notes``, are drawn hollow). Embedding points carry ``customdata = [thumbnail data URI, ratings summary, name]``
 so the tab and the report can show the image on hover.
 """
 
@@ -13,11 +15,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from evaluation.study.notes import SMALL_RATERS, SMALL_RATINGS, WIDE_INTERVAL, interval_width, is_small
 from evaluation.study.outcomes import SCOPES
 
 COLOURS = {"AD": "#c0392b", "NonAD": "#2471a3", "pooled": "#444444"}
 STRATUM_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
-HEIGHT = 400
+HEIGHT = 440
+HOLLOW = (f"hollow markers: fewer than {SMALL_RATINGS} ratings or {SMALL_RATERS} raters, or a 95 % interval "
+          f"wider than {WIDE_INTERVAL}: too few to conclude")
 SVG_MAX_POINTS = 3000
 SIMULATED_TAG = " [SIMULATED PANEL]"
 
@@ -32,7 +37,8 @@ def outcome_figure(analysis) -> go.Figure:
         rows = [r for r in rows if r[key] is not None]
         figure.add_trace(go.Scatter(
             x=[r["group"] for r in rows], y=[r[key] for r in rows], mode="markers", name=name,
-            marker={"color": colour, "size": 10}, error_y=_error_bars(rows, key, prefix),
+            marker={"color": colour, "size": 10, "symbol": _symbols(rows, "circle", prefix)},
+            error_y=_error_bars(rows, key, prefix),
             hovertemplate="%{x}<br>%{y:.2f}<br>%{text}<extra>" + name + "</extra>",
             text=[f"n ratings {r['n_ratings']}, images {r['n_images']}, raters {r['n_raters']}" for r in rows]))
     if single:
@@ -41,7 +47,8 @@ def outcome_figure(analysis) -> go.Figure:
         title, axis = "Two-alternative accuracy (synthetic image found); 0.5 = chance", "accuracy"
         figure.add_hline(y=0.5, line_dash="dot", annotation_text="chance")
     title += "<br><sup>95 % CI: bootstrap over raters and images (the tables also give Wilson / exact intervals)</sup>"
-    return _layout(figure, analysis, title, "group (checkpoints by training step)", axis, y_range=(0, 1))
+    return _layout(figure, analysis, title, "group (checkpoints by training step)", axis, y_range=(0, 1),
+                   caption=_basis(analysis, key) + "; " + HOLLOW)
 
 
 def realism_figure(analysis) -> go.Figure:
@@ -56,7 +63,7 @@ def realism_figure(analysis) -> go.Figure:
     figure.update_layout(barmode="stack")
     stratum = "" if analysis.stratify == "none" else f" (raters: {_first_stratum(analysis)}; stratum 'none' for all)"
     return _layout(figure, analysis, f"Realism scores per group (share of ratings){stratum}", "group", "share",
-                   y_range=(0, 1))
+                   y_range=(0, 1), caption=_basis(analysis, "realism_mean"))
 
 
 def pathology_figure(analysis) -> go.Figure:
@@ -66,14 +73,16 @@ def pathology_figure(analysis) -> go.Figure:
         rows = [r for r in rows if r["pathology_accuracy"] is not None]
         figure.add_trace(go.Scatter(
             x=[r["group"] for r in rows], y=[r["pathology_accuracy"] for r in rows], mode="markers", name=name,
-            marker={"color": colour, "size": 10, "symbol": "diamond"},
+            marker={"color": colour, "size": 10, "symbol": _symbols(rows, "diamond", "pathology")},
             error_y=_error_bars(rows, "pathology_accuracy", "pathology"),
-            text=[f"called {r['pathology_called']}, cannot tell {r['pathology_cannot_tell']}, AUC "
+            text=[f"called {r['pathology_called']}, cannot tell {r['pathology_cannot_tell']} (left out: accuracy "
+                  f"{_fmt(r['pathology_accuracy_called_only'])}, AUC {_fmt(r['pathology_auc_called_only'])}); AUC "
                   f"{_fmt(r['pathology_auc'])} [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" for r in rows],
             hovertemplate="%{x}<br>accuracy %{y:.2f}<br>%{text}<extra>" + name + "</extra>"))
     return _layout(figure, analysis, "Experts' pathology accuracy, real vs synthetic<br><sup>95 % CI: bootstrap "
-                   "over raters and images</sup>",
-                   "group", "accuracy of AD / NonAD calls", y_range=(0, 1))
+                   "over raters and images; 'cannot tell' counts as not correct (hover: the other reading)</sup>",
+                   "group", "share of pathology answers right", y_range=(0, 1),
+                   caption=_basis(analysis, "pathology_accuracy") + "; " + HOLLOW)
 
 
 def scatter_figure(correlation: dict, metric_rows: list[dict], analysis) -> go.Figure:
@@ -91,7 +100,8 @@ def scatter_figure(correlation: dict, metric_rows: list[dict], analysis) -> go.F
     title = (f"{c['metric']} vs {c['outcome']}: Spearman {_fmt(c['spearman'])} [{_fmt(c['spearman_low'])}, "
              f"{_fmt(c['spearman_high'])}] p={_fmt(c['spearman_p'])}; Kendall {_fmt(c['kendall'])} "
              f"[{_fmt(c['kendall_low'])}, {_fmt(c['kendall_high'])}]<br><sup>{c['note']}</sup>")
-    return _layout(figure, analysis, title, f"{c['metric']} ({analysis.extractor})", c["outcome"])
+    return _layout(figure, analysis, title, f"{c['metric']} ({analysis.extractor})", c["outcome"],
+                   caption=f"{c['n_checkpoints']} checkpoints; Holm-adjusted p {_fmt(c.get('spearman_p_holm'))}")
 
 
 def embedding_figure(points: pd.DataFrame, fitted, analysis=None, checkpoint: str | None = None) -> go.Figure:
@@ -122,8 +132,11 @@ def embedding_figure(points: pd.DataFrame, fitted, analysis=None, checkpoint: st
                     hovertemplate="%{customdata[2]}<br>%{customdata[1]}<extra></extra>"), row=row, col=col)
     title = (f"{fitted.describe()}; {len(points)} images ({analysis.extractor if analysis else 'features'}), "
              "fitted jointly: panels share coordinates")
+    if analysis is not None:  # the caption goes in the title: the panels' own titles are its annotations
+        rated = int(points["ratings"].ne("not rated in this study").sum())
+        title += f"<br><sup><i>Rests on: {analysis.caption()}; {rated} of {len(points)} images rated in this study</i></sup>"
     figure.update_layout(title=title + (SIMULATED_TAG if analysis is not None and analysis.simulated else ""),
-                         height=max(HEIGHT, 360 * rows), margin={"t": 80, "b": 30}, hovermode="closest")
+                         height=max(HEIGHT, 360 * rows), margin={"t": 100, "b": 30}, hovermode="closest")
     return figure
 
 
@@ -138,8 +151,12 @@ def ranking_figure(analysis) -> go.Figure:
         text=[f"P(fools a rater) {r['p_fool']:.2f}, {r['fooled']}/{r['n_trials']} trials" for r in rows],
         hovertemplate="%{y}<br>strength %{x:.2f}<br>%{text}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot", annotation_text="as convincing as real")
-    return _layout(figure, analysis, "Bradley-Terry ranking from pairs (bootstrap over raters, 95 %)",
-                   "log-strength vs real", "")
+    bound = [r["checkpoint"] for r in rows if r.get("ci_low_prior_bound") or r.get("ci_high_prior_bound")]
+    caption = (f"{sum(r['n_trials'] for r in rows)} pair trials; "
+               + (f"interval bounds set by the prior, not the data: {', '.join(bound)}" if bound
+                  else "no interval bound set by the prior"))
+    return _layout(figure, analysis, "Bradley-Terry ranking from pairs (bootstrap over raters, 95 %); equal "
+                   "records share a rank", "log-strength vs real", "", caption=caption)
 
 
 def agreement_figure(analysis) -> go.Figure:
@@ -156,8 +173,11 @@ def agreement_figure(analysis) -> go.Figure:
         text=[f"{r['n_items']} items, {r['n_raters']} raters. {r.get('note') or ''}" for r in rows],
         hovertemplate="%{y}<br>%{x:.3f}<br>%{text}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot")
-    return _layout(figure, analysis, "Inter-rater agreement (95 % bootstrap CI over items)", "agreement", "",
-                   height=max(HEIGHT, 28 * len(rows) + 120))
+    items = max((r["n_items"] for r in rows), default=0)
+    return _layout(figure, analysis, "Inter-rater agreement (95 % bootstrap CI over items with >= 2 ratings)",
+                   "agreement", "", height=max(HEIGHT, 28 * len(rows) + 160),
+                   caption=f"up to {items} items rated twice or more" + ("; n too small to conclude"
+                                                                          if items < SMALL_RATINGS else ""))
 
 
 def _series(analysis):
@@ -170,28 +190,57 @@ def _series(analysis):
              STRATUM_COLOURS[i % len(STRATUM_COLOURS)]) for i, stratum in enumerate(strata)]
 
 
-def _error_bars(rows: list[dict], key: str, prefix: str) -> dict:
-    """Asymmetric error bars from the cluster bootstrap interval, or the Wilson/exact one without it."""
-    def bounds(r):
-        if r.get(f"{prefix}_boot_low") is not None:
-            return r[f"{prefix}_boot_low"], r[f"{prefix}_boot_high"]
-        return r[f"{prefix}_low"], r[f"{prefix}_high"]
+def _bounds(r: dict, prefix: str) -> tuple:
+    """The interval a figure draws: the cluster bootstrap one, or the Wilson/exact one without it."""
+    if r.get(f"{prefix}_boot_low") is not None:
+        return r[f"{prefix}_boot_low"], r[f"{prefix}_boot_high"]
+    return r[f"{prefix}_low"], r[f"{prefix}_high"]
 
-    return {"type": "data", "symmetric": False, "array": [_gap(bounds(r)[1], r[key]) for r in rows],
-            "arrayminus": [_gap(r[key], bounds(r)[0]) for r in rows]}
+
+def _error_bars(rows: list[dict], key: str, prefix: str) -> dict:
+    """Asymmetric error bars from ``_bounds``."""
+    return {"type": "data", "symmetric": False, "array": [_gap(_bounds(r, prefix)[1], r[key]) for r in rows],
+            "arrayminus": [_gap(r[key], _bounds(r, prefix)[0]) for r in rows]}
 
 
 def _first_stratum(analysis) -> str:
     return "all" if analysis.stratify == "none" else sorted({r["stratum"] for r in analysis.outcomes} or {"all"})[0]
 
 
-def _layout(figure: go.Figure, analysis, title: str, x: str, y: str, y_range=None, height: int = HEIGHT) -> go.Figure:
+def _layout(figure: go.Figure, analysis, title: str, x: str, y: str, y_range=None, height: int = HEIGHT,
+            caption: str = "") -> go.Figure:
     tag = SIMULATED_TAG if analysis is not None and analysis.simulated else ""
     figure.update_layout(title=title + tag, xaxis_title=x, yaxis_title=y, height=height,
-                         margin={"t": 80, "b": 50}, legend={"orientation": "h", "y": -0.2})
+                         margin={"t": 80, "b": 110}, legend={"orientation": "h", "y": -0.2})
     if y_range is not None:
         figure.update_yaxes(range=[y_range[0] - 0.02, y_range[1] + 0.02])
+    if analysis is not None:
+        _caption(figure, "; ".join(part for part in (analysis.caption(), caption) if part))
     return figure
+
+
+def _caption(figure: go.Figure, text: str) -> None:
+    """The figure's caption under the plot (kept when the figure is downloaded as PNG)."""
+    figure.add_annotation(text=f"<i>Rests on: {text}</i>", xref="paper", yref="paper", x=0, y=-0.34,
+                          xanchor="left", yanchor="top", showarrow=False, align="left", font={"size": 11})
+
+
+def _basis(analysis, key: str) -> str:
+    """``N images of G groups``: the pooled rows behind a figure's points."""
+    rows = [r for r in analysis.outcomes if r["scope"] == "pooled" and r.get(key) is not None]
+    small = sum(is_small(r["n_ratings"], r["n_raters"]) for r in rows)
+    return (f"{sum(r['n_images'] for r in rows if r['stratum'] == _first_stratum(analysis))} images in "
+            f"{len({r['group'] for r in rows})} groups" + (f"; {small} of {len(rows)} pooled rows too small to conclude"
+                                                          if small else ""))
+
+
+def _symbols(rows: list[dict], shape: str, prefix: str) -> list[str]:
+    """Hollow where the small-n rule of ``evaluation.study.notes`` flags the point."""
+    def small(r):
+        width = interval_width(_bounds(r, prefix))
+        return is_small(r["n_ratings"], r["n_raters"]) or (width is not None and width > WIDE_INTERVAL)
+
+    return [f"{shape}-open" if small(r) else shape for r in rows]
 
 
 def _realism_colour(score: int) -> str:

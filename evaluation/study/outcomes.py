@@ -9,8 +9,12 @@ checkpoint), pathology scope and, optionally, rater stratum:
   Wilson interval, and the realism scores;
 - pair mode: two-alternative accuracy (the synthetic image picked) with an exact Clopper-Pearson
   interval and a two-sided binomial test against 50 %;
-- both: pathology accuracy (calls of "cannot tell" counted apart), the confidence-based ROC AUC of
-  the pathology calls, and response times.
+- both: pathology accuracy and the confidence-based ROC AUC of the pathology calls, with "cannot
+  tell" read by the one rule of ``evaluation.study.notes`` (not correct; the AUC's middle) and the
+  other reading (left out) beside it, and response times.
+
+Every row has a ``note`` saying what it rests on and whether n is too small to conclude.
+(About 400 lines: one export's derived columns and every outcome read from them belong together.)
 
 Only ``normal`` trials count: planned repeats would count one rater's view of an image twice and
 attention checks are scored apart (``attention_frame``, ``repeat_pairs``).
@@ -27,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from common.labels import LABELS
+from evaluation.study.notes import CANNOT_TELL, basis_note, cannot_tell_note, join
 from evaluation.utility import wilson_interval
 
 SCOPES: tuple[str, ...] = (*LABELS, "pooled")
@@ -51,8 +56,11 @@ def ratings_frame(rows: list[dict]) -> pd.DataFrame:
 
     Added columns: ``group`` (``real``, ``attention`` or the checkpoint name), ``judged_real``
     (1.0 if the rater took this image for real: single mode their call, pair mode the other image
-    picked as synthetic), ``correct_source``, ``pathology_call`` (this image's pathology call),
-    ``pathology_correct`` (NaN for "cannot tell" and attention images), ``pathology_score``
+    picked as synthetic), ``correct_source`` (single: the call matches the source, attention images
+    being synthetic; pair: the synthetic image was picked), ``pair_item`` (pair mode: the synthetic
+    and the real image of the trial), ``pathology_call`` (this image's pathology call),
+    ``pathology_correct`` (1/0 on labelled images with an answer, "cannot tell" counting 0; NaN
+    otherwise), ``pathology_score``
     (signed confidence that the image shows AD: +c for an AD call, -c for NonAD, 0 for "cannot
     tell"; pair mode has no pathology confidence, so +-1), ``experience`` (years of practice band).
 
@@ -73,7 +81,10 @@ def ratings_frame(rows: list[dict]) -> pd.DataFrame:
     frame["group"] = np.where(source == "synthetic", frame["checkpoint_id"].map(checkpoint_labels(frame)), source)
     if single:
         frame["judged_real"] = (frame["real_or_synthetic"] == "real").astype(float)
-        frame["correct_source"] = (frame["real_or_synthetic"] == source).astype(float)
+        # Attention images are synthetic (deliberately flawed): calling them synthetic is correct.
+        truth = np.where(source == "real", "real", "synthetic")
+        frame["correct_source"] = (frame["real_or_synthetic"] == truth).astype(float)
+        frame["pair_item"] = None
         frame["pathology_call"] = frame["pathology"]
         confidence = pd.to_numeric(frame["pathology_confidence"], errors="coerce").fillna(1.0)
     else:
@@ -81,8 +92,10 @@ def ratings_frame(rows: list[dict]) -> pd.DataFrame:
         frame["correct_source"] = (frame["synthetic_choice"] == frame["synthetic_side"]).astype(float)
         frame["pathology_call"] = np.where(frame["side"] == "left", frame["pathology_left"], frame["pathology_right"])
         confidence = pd.Series(1.0, index=frame.index)
-    called = frame["pathology_call"].isin(LABELS) & frame["image_label"].isin(LABELS)
-    frame["pathology_correct"] = np.where(called, (frame["pathology_call"] == frame["image_label"]).astype(float), np.nan)
+        frame["pair_item"] = _pair_items(frame)
+    answered = frame["pathology_call"].isin((*LABELS, CANNOT_TELL)) & frame["image_label"].isin(LABELS)
+    frame["pathology_correct"] = np.where(answered, (frame["pathology_call"] == frame["image_label"]).astype(float),
+                                          np.nan)
     sign = frame["pathology_call"].map({"AD": 1.0, "NonAD": -1.0}).fillna(0.0)
     frame["pathology_score"] = sign * confidence
     frame["experience"] = frame["rater_years_practice"].map(_experience_band)
@@ -142,26 +155,43 @@ def outcome_table(frame: pd.DataFrame, stratify: str = "none", seed: int = 0, n_
 def clinical_gap(frame: pd.DataFrame) -> list[dict]:
     """Pathology accuracy on real minus synthetic images, per checkpoint (pooled over pathologies).
 
-    The interval is Newcombe's hybrid score interval for two independent proportions
-    (statsmodels ``confint_proportions_2indep``); ratings of the same raters are not independent,
-    so read it as approximate.
+    "Cannot tell" counts as not correct (``evaluation.study.notes``); ``gap_called_only`` (with
+    ``gap_called_only_low``/``_high``) is the other reading, "cannot tell" left out. The interval
+    is Newcombe's hybrid score interval for two independent proportions (statsmodels
+    ``confint_proportions_2indep``); ratings of the same raters are not independent, so read it as
+    approximate.
     """
     normal = frame[(frame["trial_kind"] == "normal") & frame["pathology_correct"].notna()]
-    real = normal[normal["group"] == "real"]["pathology_correct"]
+    called = normal[normal["pathology_call"] != CANNOT_TELL]
     rows = []
     for group in group_order(normal):
         if group == "real":
             continue
-        synthetic = normal[normal["group"] == group]["pathology_correct"]
-        row = {"group": group, "checkpoint_step": _step(normal[normal["group"] == group]),
-               "real_accuracy": _mean(real), "synthetic_accuracy": _mean(synthetic),
-               "n_real": len(real), "n_synthetic": len(synthetic), "gap": None, "gap_low": None, "gap_high": None}
-        if len(real) and len(synthetic):
-            low, high = confint_proportions_2indep(int(real.sum()), len(real), int(synthetic.sum()), len(synthetic),
-                                                   method="newcomb", compare="diff")
-            row.update(gap=row["real_accuracy"] - row["synthetic_accuracy"], gap_low=float(low), gap_high=float(high))
+        row = {"group": group, "checkpoint_step": _step(normal[normal["group"] == group])}
+        row.update(_gap(normal, group, ""))
+        row.update(_gap(called, group, "_called_only"))
+        members = normal[normal["group"].isin(("real", group))]
+        row["note"] = join(basis_note(len(members), int(members["rater"].nunique()), int(members["image_sha256"].nunique()),
+                                      interval=(row["gap_low"], row["gap_high"])), cannot_tell_note(
+            row["gap"], row["gap_called_only"], int((members["pathology_call"] == CANNOT_TELL).sum()), "gap"),
+            "Newcombe interval treats ratings as independent (approximate)")
         rows.append(row)
     return rows
+
+
+def _gap(rows: pd.DataFrame, group: str, suffix: str) -> dict:
+    """Real minus ``group`` accuracy over ``rows`` with Newcombe's interval, keys suffixed by ``suffix``."""
+    real = rows[rows["group"] == "real"]["pathology_correct"]
+    synthetic = rows[rows["group"] == group]["pathology_correct"]
+    out = {f"real_accuracy{suffix}": _mean(real), f"synthetic_accuracy{suffix}": _mean(synthetic),
+           f"n_real{suffix}": len(real), f"n_synthetic{suffix}": len(synthetic),
+           f"gap{suffix}": None, f"gap{suffix}_low": None, f"gap{suffix}_high": None}
+    if len(real) and len(synthetic):
+        low, high = confint_proportions_2indep(int(real.sum()), len(real), int(synthetic.sum()), len(synthetic),
+                                               method="newcomb", compare="diff")
+        out.update({f"gap{suffix}": out[f"real_accuracy{suffix}"] - out[f"synthetic_accuracy{suffix}"],
+                    f"gap{suffix}_low": float(low), f"gap{suffix}_high": float(high)})
+    return out
 
 
 def attention_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -194,17 +224,20 @@ def repeat_pairs(frame: pd.DataFrame, answer: str) -> pd.DataFrame:
 def item_ratings(frame: pd.DataFrame, answer: str) -> pd.DataFrame:
     """Long-form ratings for agreement statistics: ``item, rater, value`` over normal trials.
 
-    Single mode: items are images. Pair mode: items are the pairs (the synthetic image stands for
-    its trial's pair) and the value is whether the rater found the synthetic image (``correct``).
+    Single mode: items are images. Pair mode, ``correct_source``: items are the pairs themselves
+    (the synthetic *and* the real image shown together, ``pair_item``), so two raters agree only
+    about the same comparison, and the value is whether the rater found the synthetic image;
+    ``pathology_call`` stays per image.
     """
     normal = frame[(frame["trial_kind"] == "normal") & (frame["image_source"] != "attention")]
+    items = normal["image_sha256"]
     if frame["mode"].iloc[0] == "pair" and answer == "correct_source":
         normal = normal[normal["image_source"] == "synthetic"]
+        items = normal["pair_item"]
         values = normal["correct_source"].map({1.0: "found", 0.0: "missed"})
     else:
         values = normal[answer]
-    out = pd.DataFrame({"item": normal["image_sha256"].to_numpy(), "rater": normal["rater"].to_numpy(),
-                        "value": values.to_numpy()})
+    out = pd.DataFrame({"item": items.to_numpy(), "rater": normal["rater"].to_numpy(), "value": values.to_numpy()})
     return out[out["value"].notna()].reset_index(drop=True)
 
 
@@ -249,33 +282,63 @@ def _outcomes(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict
     times = pd.to_numeric(rows.drop_duplicates("trial_id")["response_ms"], errors="coerce").dropna()
     out.update(response_ms_median=_quantile(times, 0.5), response_ms_q1=_quantile(times, 0.25),
                response_ms_q3=_quantile(times, 0.75))
+    out["note"] = _outcome_note(rows, out, single)
     return out
 
 
 def _pathology(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> dict:
-    called = rows["pathology_correct"].dropna()
-    labelled = rows[rows["image_label"].isin(LABELS)]
-    out = {"pathology_called": len(called), "pathology_cannot_tell": int((rows["pathology_call"] == "cannot tell").sum()),
+    """Accuracy and AUC by the "cannot tell" rule, and both with "cannot tell" left out (``*_called_only``)."""
+    answered = rows[rows["pathology_correct"].notna()]
+    called = answered[answered["pathology_call"] != CANNOT_TELL]
+    out = {"pathology_called": len(called), "pathology_cannot_tell": int((rows["pathology_call"] == CANNOT_TELL).sum()),
            "pathology_accuracy": None, "pathology_low": None, "pathology_high": None,
-           "pathology_auc": None, "auc_low": None, "auc_high": None}
-    if len(called):
-        k = int(called.sum())
-        out["pathology_accuracy"] = k / len(called)
-        out["pathology_low"], out["pathology_high"] = wilson_interval(k, len(called))
-        out["pathology_boot_low"], out["pathology_boot_high"] = _cluster_interval(
-            rows.loc[called.index], called, rng, n_boot)
-    truth = (labelled["image_label"] == "AD").to_numpy(int)
-    score = labelled["pathology_score"].to_numpy(float)
-    if len(set(truth)) == 2:
-        out["pathology_auc"] = float(roc_auc_score(truth, score))
-        draws = []
-        for _ in range(n_boot):
-            pick = rng.integers(0, len(truth), len(truth))
-            if len(set(truth[pick])) == 2:
-                draws.append(roc_auc_score(truth[pick], score[pick]))
-        if draws:
-            out["auc_low"], out["auc_high"] = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+           "pathology_accuracy_called_only": _mean(called["pathology_correct"]),
+           "pathology_auc": None, "auc_low": None, "auc_high": None, "pathology_auc_called_only": None}
+    if len(answered):
+        correct = answered["pathology_correct"]
+        k = int(correct.sum())
+        out["pathology_accuracy"] = k / len(answered)
+        out["pathology_low"], out["pathology_high"] = wilson_interval(k, len(answered))
+        out["pathology_boot_low"], out["pathology_boot_high"] = _cluster_interval(answered, correct, rng, n_boot)
+    out["pathology_auc"], out["auc_low"], out["auc_high"] = _auc(answered, rng, n_boot)
+    out["pathology_auc_called_only"] = _auc(called, rng, 0)[0]
     return out
+
+
+def _auc(rows: pd.DataFrame, rng: np.random.Generator, n_boot: int) -> tuple:
+    """ROC AUC of ``pathology_score`` against AD, with a percentile bootstrap over ratings (None if undefined)."""
+    truth = (rows["image_label"] == "AD").to_numpy(int)
+    score = rows["pathology_score"].to_numpy(float)
+    if len(set(truth)) < 2:
+        return None, None, None
+    draws = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(truth), len(truth))
+        if len(set(truth[pick])) == 2:
+            draws.append(roc_auc_score(truth[pick], score[pick]))
+    low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5])) if draws else (None, None)
+    return float(roc_auc_score(truth, score)), low, high
+
+
+def _outcome_note(rows: pd.DataFrame, out: dict, single: bool) -> str:
+    """What an outcome row rests on; small n and "cannot tell" flagged."""
+    prefix = "judged_real" if single else "accuracy"
+    interval = (out.get(f"{prefix}_boot_low"), out.get(f"{prefix}_boot_high"))
+    if interval[0] is None:
+        interval = (out.get(f"{prefix}_low"), out.get(f"{prefix}_high"))
+    note = basis_note(out["n_ratings"], out["n_raters"], out["n_images"], interval=interval)
+    if not single and out["accuracy_2afc"] is None:
+        note = basis_note(out["n_ratings"], out["n_raters"], out["n_images"])
+    return join(note, cannot_tell_note(out["pathology_accuracy"], out["pathology_accuracy_called_only"],
+                                        out["pathology_cannot_tell"], "accuracy"))
+
+
+def _pair_items(frame: pd.DataFrame) -> np.ndarray:
+    """Per row of a pair export: ``<synthetic or attention sha256>|<real sha256>`` of its trial."""
+    shown = frame["image_source"] != "real"
+    first = frame[shown].groupby("trial_id")["image_sha256"].first()
+    second = frame[~shown].groupby("trial_id")["image_sha256"].first()
+    return (frame["trial_id"].map(first).fillna("") + "|" + frame["trial_id"].map(second).fillna("")).to_numpy()
 
 
 def _cluster_interval(rows: pd.DataFrame, values: pd.Series, rng: np.random.Generator,

@@ -10,6 +10,13 @@ time (chance level in a two-image forced choice).
 One rater's trials are not independent (each rater has a personal skill), so the confidence
 intervals resample raters with replacement, taking all of a drawn rater's trials. With a single
 rater they fall back to resampling trials within each checkpoint, and the note says so.
+
+What the numbers rest on: checkpoints with identical records (the same fooled and trial counts)
+get the same strength and share a rank (ties come from the data, not from the solver's last
+digits); a checkpoint never (or always) fooled has no finite maximum-likelihood strength, so its
+strength is the prior's, and an interval bound reached by such resamples is flagged
+``ci_low_prior_bound`` / ``ci_high_prior_bound``. ``prior_note`` states the prior and measures its
+effect by refitting with a ten times weaker one.
 """
 
 from __future__ import annotations
@@ -122,12 +129,14 @@ def _fit(fooled: np.ndarray, trials: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def _bootstrap(per_rater_fooled: np.ndarray, per_rater_trials: np.ndarray, n_boot: int, seed: int,
-               alpha: float) -> np.ndarray:
-    """n_boot x checkpoints strengths: raters resampled as clusters, or trials when one rater."""
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """n_boot x checkpoints strengths (raters resampled as clusters, or trials when one rater), and
+    per resample and checkpoint -1 / +1 where the resampled record is never / always fooled (0 else)."""
     rng = np.random.default_rng(seed)
     n_raters = len(per_rater_fooled)
     fooled, trials = per_rater_fooled.sum(axis=0), per_rater_trials.sum(axis=0)
     out = np.full((n_boot, len(fooled)), np.nan)
+    edge = np.zeros((n_boot, len(fooled)), dtype=int)
     for b in range(n_boot):
         if n_raters > 1:
             weights = np.bincount(rng.integers(0, n_raters, n_raters), minlength=n_raters)
@@ -136,33 +145,51 @@ def _bootstrap(per_rater_fooled: np.ndarray, per_rater_trials: np.ndarray, n_boo
             n = trials
             share = np.divide(fooled, trials, out=np.zeros(len(trials)), where=trials > 0)
             f = rng.binomial(trials.astype(int), share).astype(float)
+        edge[b] = np.where(n > 0, np.where(f == 0, -1, np.where(f == n, 1, 0)), 0)
         try:
             out[b] = _fit(f, n, alpha)
         except RankingError:  # a resample the solver cannot fit counts as undefined, like a missing one
             logger.debug("bootstrap resample %d did not converge", b)
-    return out
+    return out, edge
 
 
-def _rank_labels(strength: np.ndarray, lo: list, hi: list) -> tuple[np.ndarray, list[str]]:
-    """Rank 1 = strongest; the label spans the ranks of every checkpoint whose CI overlaps its own."""
+def _tie_groups(fooled: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """Group index per checkpoint: equal (fooled, trials) records share one (their first index)."""
+    records = list(zip(fooled.tolist(), trials.tolist()))
+    first = {record: i for i, record in reversed(list(enumerate(records)))}
+    return np.array([first[record] for record in records])
+
+
+def _rank_labels(strength: np.ndarray, tie: np.ndarray, lo: list, hi: list) -> tuple[np.ndarray, list[str]]:
+    """Rank 1 = strongest, equal records (``tie``) sharing the best rank of their group (1, 2, 2, 4);
+    the label spans the places of every checkpoint tied with it or whose CI overlaps its own."""
     order = np.argsort(-strength, kind="stable")
-    rank = np.empty(len(strength), dtype=int)
-    rank[order] = np.arange(1, len(strength) + 1)
+    place = np.empty(len(strength), dtype=int)
+    place[order] = np.arange(1, len(strength) + 1)
+    rank = np.array([place[tie == tie[i]].min() for i in range(len(strength))])
     labels = []
     for i in range(len(strength)):
-        if lo[i] is None:
-            labels.append(str(rank[i]))
-            continue
-        # Equal strengths (e.g. identical data: rounding differs in the last digit) count as overlapping.
-        overlap = [rank[j] for j in range(len(strength))
-                   if j == i or np.isclose(strength[i], strength[j], rtol=1e-9, atol=1e-9)
-                   or (lo[j] is not None and lo[j] <= hi[i] + 1e-9 and lo[i] <= hi[j] + 1e-9)]
+        overlap = [place[j] for j in range(len(strength))
+                   if tie[j] == tie[i] or (lo[i] is not None and lo[j] is not None
+                                           and lo[j] <= hi[i] + 1e-9 and lo[i] <= hi[j] + 1e-9)]
         a, b = min(overlap), max(overlap)
         labels.append(str(a) if a == b else f"{a}-{b}")
     return rank, labels
 
 
-def _notes(n: int, f: int, n_ok: int, n_boot: int, n_raters: int, alpha: float) -> str:
+def _prior_bounds(boot: np.ndarray, edge: np.ndarray, k: int) -> tuple[bool, bool]:
+    """Whether checkpoint ``k``'s lower / upper percentile bound falls among never / always fooled
+    resamples, whose strengths only the prior keeps finite."""
+    finite = np.isfinite(boot[:, k])
+    if not finite.any():
+        return False, False
+    tail = (1 - CONFIDENCE) / 2
+    never, always = float((edge[finite, k] == -1).mean()), float((edge[finite, k] == 1).mean())
+    # Never-fooled resamples hold the lowest strengths, always-fooled ones the highest.
+    return never >= tail or always > 1 - tail, always >= tail or never > 1 - tail
+
+
+def _notes(n: int, f: int, n_ok: int, n_boot: int, n_raters: int, alpha: float, bounds: tuple[bool, bool]) -> str:
     notes = []
     if n_boot and n_raters == 1:
         notes.append("one rater: CI resamples trials, so it ignores rater variation")
@@ -174,7 +201,29 @@ def _notes(n: int, f: int, n_ok: int, n_boot: int, n_raters: int, alpha: float) 
         notes.append(f"n too small to conclude ({n} trials)")
     if f in (0, n):
         notes.append(f"{'never' if f == 0 else 'always'} fooled: strength kept finite only by the prior alpha={alpha}")
+    sides = [name for name, bound in zip(("lower", "upper"), bounds) if bound]
+    if sides:
+        notes.append(f"{' and '.join(sides)} CI bound prior-bound: at least 2.5 % of resamples were "
+                     f"{'never' if sides == ['lower'] else 'always' if sides == ['upper'] else 'never or always'} "
+                     "fooled, where only the prior sets the strength")
     return "; ".join(notes)
+
+
+def prior_note(rows: list[dict], alpha: float = DEFAULT_ALPHA) -> str:
+    """The prior behind ``rank_checkpoints`` and its measured effect on these rows' strengths."""
+    fooled = np.array([r["fooled"] for r in rows], float)
+    trials = np.array([r["n_trials"] for r in rows], float)
+    shift = np.abs(_fit(fooled, trials, alpha) - _fit(fooled, trials, alpha / 10))
+    edge = (fooled == 0) | (fooled == trials)
+    parts = [f"Prior: choix's ILSR with alpha={alpha}, an independent Gamma(shape = rate = alpha x "
+             f"{len(rows) + 1} players) prior on each strength exp(theta), centred on real (theta 0)."]
+    if (~edge).any():
+        parts.append(f"Refitted with alpha/10, strengths backed by data move by at most {shift[~edge].max():.3f}.")
+    if edge.any():
+        parts.append(f"{int(edge.sum())} checkpoint(s) never or always fooled have no finite data-based strength: "
+                     f"theirs comes from the prior (it moves by {shift[edge].max():.2f} with alpha/10); "
+                     "so do interval bounds flagged prior-bound.")
+    return " ".join(parts)
 
 
 def rank_checkpoints(df: pd.DataFrame, n_boot: int = 200, seed: int = 0, alpha: float = DEFAULT_ALPHA) -> list[dict]:
@@ -190,8 +239,10 @@ def rank_checkpoints(df: pd.DataFrame, n_boot: int = 200, seed: int = 0, alpha: 
     Returns:
         One dict per checkpoint, best first, with keys ``checkpoint, n_trials, fooled, strength``
         (log-strength relative to real = 0), ``ci_low, ci_high, p_fool`` (model probability of
-        beating real, ``1 / (1 + exp(-strength))``), ``rank`` (1 = most convincing), ``rank_label``
-        ("1", or "1-2" when CIs overlap) and ``note``.
+        beating real, ``1 / (1 + exp(-strength))``), ``ci_low_prior_bound, ci_high_prior_bound`` (the bound
+        comes from resamples only the prior keeps finite), ``rank`` (1 = most convincing; equal records
+        share the best rank of their group), ``rank_label`` ("1", or "1-2" when tied or CIs overlap)
+        and ``note``.
 
     Raises:
         RankingError: If columns are missing, there are no trials, ``fooled`` is not boolean, or
@@ -207,8 +258,9 @@ def rank_checkpoints(df: pd.DataFrame, n_boot: int = 200, seed: int = 0, alpha: 
     names = [str(c) for c in per_rater_trials.columns]
     rf, rt = per_rater_fooled.to_numpy(dtype=float), per_rater_trials.to_numpy(dtype=float)
     fooled, trials = rf.sum(axis=0), rt.sum(axis=0)
-    strength = _fit(fooled, trials, alpha)
-    boot = _bootstrap(rf, rt, n_boot, seed, alpha) if n_boot else np.empty((0, len(names)))
+    tie = _tie_groups(fooled, trials)
+    strength = _fit(fooled, trials, alpha)[tie]  # equal records get bit-identical strengths
+    boot, edge = _bootstrap(rf, rt, n_boot, seed, alpha) if n_boot else (np.empty((0, len(names))),) * 2
     tail = 100 * (1 - CONFIDENCE) / 2
     lo, hi, n_ok = [], [], []
     for k in range(len(names)):
@@ -217,11 +269,13 @@ def rank_checkpoints(df: pd.DataFrame, n_boot: int = 200, seed: int = 0, alpha: 
         ci = np.percentile(finite, [tail, 100 - tail]) if len(finite) >= 2 else (None, None)
         lo.append(None if ci[0] is None else float(ci[0]))
         hi.append(None if ci[1] is None else float(ci[1]))
-    rank, labels = _rank_labels(strength, lo, hi)
+    rank, labels = _rank_labels(strength, tie, lo, hi)
+    bounds = [_prior_bounds(boot, edge, k) if lo[k] is not None else (False, False) for k in range(len(names))]
     rows = [{
         "checkpoint": names[k], "n_trials": int(trials[k]), "fooled": int(fooled[k]), "strength": float(strength[k]),
-        "ci_low": lo[k], "ci_high": hi[k], "p_fool": 1 / (1 + math.exp(-strength[k])), "rank": int(rank[k]),
-        "rank_label": labels[k], "note": _notes(int(trials[k]), int(fooled[k]), n_ok[k], n_boot, len(rf), alpha),
+        "ci_low": lo[k], "ci_high": hi[k], "ci_low_prior_bound": bounds[k][0], "ci_high_prior_bound": bounds[k][1],
+        "p_fool": 1 / (1 + math.exp(-strength[k])), "rank": int(rank[k]), "rank_label": labels[k],
+        "note": _notes(int(trials[k]), int(fooled[k]), n_ok[k], n_boot, len(rf), alpha, bounds[k]),
     } for k in range(len(names))]
     logger.info("ranked %d checkpoints from %d trials by %d raters", len(names), int(trials.sum()), len(rf))
-    return sorted(rows, key=lambda r: r["rank"])
+    return sorted(rows, key=lambda r: (r["rank"], r["checkpoint"]))

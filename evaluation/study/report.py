@@ -1,28 +1,37 @@
 """Exports of a study analysis: tidy CSV tables and one self-contained HTML report.
 
 The CSV columns are documented one by one in docs/analysis-export.md. Every table carries
-``study_id`` and ``study_simulated`` so rows from a simulated panel can never pass for expert data.
+``study_id`` and ``study_simulated`` so rows from a simulated panel can never pass for expert data,
+and a ``note`` column saying what each row rests on. CSV cells that a spreadsheet would run as a
+formula (a comment or study name starting with ``=``, ``+``, ``-``, ``@``) are neutralised.
 The HTML report embeds plotly.js and every figure, opens offline, and shows an image on hover
 over the embedding points.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import html
+import logging
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from database.connection import open_db
+from common.cli import run_cli
+from common.files import atomic_path, write_atomic
+from common.spreadsheet import neutralise_cell
+from database.connection import connect
 from evaluation.cache import CacheError
 from evaluation.features import EXTRACTORS, ExtractorUnavailable
 from evaluation.study import figures
 from evaluation.study.analysis import analyse_with_embedding
 from evaluation.study.embedding import METHODS, EmbeddingError
+from evaluation.study.notes import CANNOT_TELL, CANNOT_TELL_RULE, basis_note, join
 from evaluation.study.outcomes import STRATA, AnalysisError, outcome_table
 
 RATING_EXTRA_COLUMNS = ("group", "judged_real", "correct_source", "pathology_call", "pathology_correct",
@@ -57,9 +66,10 @@ def tables(analysis, points: pd.DataFrame | None = None) -> dict[str, pd.DataFra
     frame = analysis.frame
     ratings = frame.drop(columns=[c for c in ("study_simulated", "study_id") if c in frame.columns])
     out = {
-        "ratings": ratings,
+        "ratings": ratings.assign(note=_rating_notes(ratings)),
         "images": _images(analysis, points),
-        "metrics": pd.DataFrame([{k: r.get(k) for k in METRIC_COLUMNS} for r in analysis.metrics], columns=METRIC_COLUMNS),
+        "metrics": pd.DataFrame([{**{k: r.get(k) for k in METRIC_COLUMNS}, "note": _metric_note(r)}
+                                 for r in analysis.metrics], columns=[*METRIC_COLUMNS, "note"]),
         "checkpoints": _checkpoints(analysis),
         "outcomes": pd.DataFrame(analysis.outcomes),
         "agreement": pd.DataFrame(analysis.agreement),
@@ -69,7 +79,7 @@ def tables(analysis, points: pd.DataFrame | None = None) -> dict[str, pd.DataFra
         "ranking": pd.DataFrame(analysis.ranking),
         "image_links": pd.DataFrame(analysis.image_links),
     }
-    return {name: _stamp(table, study) for name, table in out.items()}
+    return {name: _stamp(_with_note(table), study) for name, table in out.items()}
 
 
 def write_bundle(analysis, figures: dict, folder: Path, points: pd.DataFrame | None = None) -> tuple[Path, Path]:
@@ -81,14 +91,12 @@ def write_bundle(analysis, figures: dict, folder: Path, points: pd.DataFrame | N
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"study-{analysis.study['id']}"
     report = folder / f"{stem}-report.html"
-    report.write_text(render_html(analysis, figures), encoding="utf-8")
+    write_atomic(report, render_html(analysis, figures).encode("utf-8"))
     bundle = folder / f"{stem}-analysis.zip"
-    partial = bundle.with_suffix(".zip.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(bundle) as partial, zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, table in tables(analysis, points).items():
-            archive.writestr(f"{stem}-{name}.csv", table.to_csv(index=False))
+            archive.writestr(f"{stem}-{name}.csv", neutralised(table).to_csv(index=False))
         archive.write(report, report.name)
-    partial.replace(bundle)
     return bundle, report
 
 
@@ -98,9 +106,11 @@ def render_html(analysis, figures: dict) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(study['name'])} - PolypTuring analysis</title>",
              f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>",
              f"<h1>Study {study['id']}: {_e(study['name'])}</h1>",
-             f"<p>Mode {_e(study['mode'])}; {analysis.frame['rater'].nunique()} raters; "
-             f"{analysis.frame['trial_id'].nunique()} ratings; metrics from the {_e(analysis.extractor)} extractor; "
-             f"written {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} by PolypTuring.</p>"]
+             f"<p>Mode {_e(study['mode'])}; {_e(analysis.caption())}; metrics from the {_e(analysis.extractor)} "
+             f"extractor; written {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} by PolypTuring.</p>",
+             f"<p>Every table's <code>note</code> says what its row rests on; rows flagged 'n too small to conclude' "
+             f"rest on fewer than 10 ratings or 3 raters (or have a 95 % interval wider than 0.5). Rule for "
+             f"'{CANNOT_TELL}': {_e(CANNOT_TELL_RULE)}.</p>"]
     parts += [f"<p class='banner'>{_e(w)}</p>" for w in analysis.warnings]
     parts.append("<div id='hover-box'><img alt='hovered image'><p></p></div>")
     sections = [
@@ -130,14 +140,42 @@ def render_html(analysis, figures: dict) -> str:
     return "\n".join(parts)
 
 
+def neutralised(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell a spreadsheet would run as a formula made inert (numbers untouched)."""
+    return table.map(neutralise_cell)
+
+
+def _with_note(table: pd.DataFrame) -> pd.DataFrame:
+    """Every exported table has a ``note`` column (empty when a table has no rows to explain)."""
+    return table if "note" in table.columns else table.assign(note=pd.Series(dtype=object))
+
+
+def _rating_notes(ratings: pd.DataFrame) -> np.ndarray:
+    """Per rating row: how the analysis reads it (attention, repeat, or a 'cannot tell' counted as not correct)."""
+    kind = ratings["trial_kind"]
+    cannot_tell = (ratings["pathology_call"] == CANNOT_TELL) & ratings["pathology_correct"].notna()
+    return np.select([kind == "attention", kind == "repeat", cannot_tell],
+                     ["attention check: scored apart (attention table), not in outcomes",
+                      "planned repeat: intra-rater agreement only, not in outcomes",
+                      "'cannot tell': pathology_correct 0 by the rule (the *_called_only columns leave it out)"],
+                     default="")
+
+
+def _metric_note(row: dict) -> str:
+    details = row.get("details") if isinstance(row.get("details"), dict) else {}
+    basis = f"rests on {row.get('n_real')} real and {row.get('n_fake')} synthetic images"
+    return join(basis, str(details.get("pooled_as", "")), "" if row.get("ci_low") is not None else "no CI")
+
+
 def _images(analysis, points: pd.DataFrame | None) -> pd.DataFrame:
     frame = analysis.frame[analysis.frame["trial_kind"] == "normal"]
     per = frame.groupby("image_sha256").agg(
         image_source=("image_source", "first"), image_label=("image_label", "first"),
         checkpoint_name=("checkpoint_name", "first"), checkpoint_step=("checkpoint_step", "first"),
-        n_ratings=("judged_real", "size"), judged_real_rate=("judged_real", "mean"),
+        n_ratings=("judged_real", "size"), n_raters=("rater", "nunique"), judged_real_rate=("judged_real", "mean"),
         realism_mean=("realism", lambda v: pd.to_numeric(v, errors="coerce").mean()),
         pathology_accuracy=("pathology_correct", "mean")).reset_index()
+    per["note"] = [basis_note(int(n), int(r)) for n, r in zip(per["n_ratings"], per["n_raters"])]
     if len(analysis.images):
         scores = analysis.images.set_index("image_sha256")[["nearest_real_distance", "label_fidelity_score"]]
         per = per.join(scores, on="image_sha256")
@@ -155,12 +193,19 @@ def _checkpoints(analysis) -> pd.DataFrame:
             for r in overall if r["scope"] == "pooled" and r["group"] != "real"}
     for gap in analysis.clinical_gap:
         if gap["group"] in rows:
-            rows[gap["group"]].update(clinical_gap=gap["gap"], clinical_gap_low=gap["gap_low"],
-                                      clinical_gap_high=gap["gap_high"])
+            row = rows[gap["group"]]
+            row.update(clinical_gap=gap["gap"], clinical_gap_low=gap["gap_low"], clinical_gap_high=gap["gap_high"],
+                       clinical_gap_called_only=gap["gap_called_only"],
+                       clinical_gap_called_only_low=gap["gap_called_only_low"],
+                       clinical_gap_called_only_high=gap["gap_called_only_high"])
+            row["note"] = join(row.get("note", ""), "gap: " + gap["note"])
     for rank in analysis.ranking:
         if rank["checkpoint"] in rows:
-            rows[rank["checkpoint"]].update(bt_strength=rank["strength"], bt_low=rank["ci_low"],
-                                            bt_high=rank["ci_high"], bt_rank=rank["rank_label"])
+            row = rows[rank["checkpoint"]]
+            row.update(bt_strength=rank["strength"], bt_low=rank["ci_low"], bt_high=rank["ci_high"],
+                       bt_low_prior_bound=rank["ci_low_prior_bound"], bt_high_prior_bound=rank["ci_high_prior_bound"],
+                       bt_rank=rank["rank_label"])
+            row["note"] = join(row.get("note", ""), "ranking: " + rank["note"] if rank["note"] else "")
     for metric in analysis.metrics:
         if metric["scope"] == "pooled" and metric["group"] in rows:
             rows[metric["group"]][f"metric_{metric['metric']}"] = metric["value"]
@@ -184,7 +229,6 @@ def _e(text) -> str:
     return html.escape(str(text))
 
 
-
 def build_figures(analysis, fitted=None, points: pd.DataFrame | None = None, metric: str = "fid",
                   outcome: str = "fooling_rate") -> dict:
     """Every figure of the report, ``None`` where a study has no such figure."""
@@ -197,17 +241,8 @@ def build_figures(analysis, fitted=None, points: pd.DataFrame | None = None, met
             "embedding": figures.embedding_figure(points, fitted, analysis) if points is not None else None}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m evaluation.study.report``: write a study's CSVs and HTML report; return the exit status."""
-    # The door's configuration (flags, then environment): read by this entry point only, so the
-    # room's functions never depend on the app above them.
-    from appconfig import build_config
-    import argparse
-    import logging
-    import sys
-    from contextlib import closing
-
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface of ``python -m evaluation.study.report``."""
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.study.report",
         description="Analyse one study (expert outcomes, agreement, ranking, expert-vs-metric correlations, "
@@ -222,19 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stratify", choices=list(STRATA), default="none", help="rater strata for outcomes and agreement")
     parser.add_argument("--method", choices=METHODS, default="tsne", help="embedding method")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the extractor")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evaluation.study.report``: write a study's CSVs and HTML report; return the exit status."""
+    # The door's configuration (flags, then environment): read by this entry point only, so the
+    # room's functions never depend on the app above them.
+    from appconfig import config_from
+
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    flags = [*(["--data-dir", str(args.data_dir)] if args.data_dir else []), *(["--db", str(args.db)] if args.db else [])]
-    config = build_config(flags)
-    try:
-        with closing(open_db(config.db_path)) as db:
-            view = analyse_with_embedding(db, args.study, args.extractor, args.stratify, args.method,
-                                          config.data_dir / "features", args.device)
-        bundle, report = write_bundle(view.analysis, build_figures(view.analysis, view.fitted, view.points),
-                                      args.out, view.points)
-    except (AnalysisError, EmbeddingError, ExtractorUnavailable, CacheError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = config_from(data_dir=args.data_dir, db=args.db)
+    return run_cli(lambda: _write(args, config), (AnalysisError, EmbeddingError, ExtractorUnavailable, CacheError, OSError))
+
+
+def _write(args: argparse.Namespace, config) -> int:
+    """Analyse the study the flags name and write its bundle and report; print where they are."""
+    with connect(config.db_path) as db:
+        view = analyse_with_embedding(db, args.study, args.extractor, args.stratify, args.method,
+                                      config.data_dir / "features", args.device)
+    bundle, report = write_bundle(view.analysis, build_figures(view.analysis, view.fitted, view.points),
+                                  args.out, view.points)
     print(f"wrote {bundle} and {report}")
     return 0
 

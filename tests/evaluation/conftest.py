@@ -1,7 +1,9 @@
-"""Fixtures for evaluation tests: seeded tiny image sets, a tiny extractor, the real extractors."""
+"""Fixtures for evaluation tests: seeded tiny image sets, a tiny extractor, the real extractors, the served app."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from app import create_app
+from appconfig import AppConfig
 from evaluation.features import FeatureExtractor, get_extractor
 
 
@@ -54,3 +58,16 @@ def inception() -> FeatureExtractor:
 @pytest.fixture(scope="session")
 def efficientnet() -> FeatureExtractor:
     return get_extractor("efficientnet")
+
+
+@contextmanager
+def serve(config: AppConfig) -> Iterator:
+    """The whole app for ``config``, queued and launched on a free local port; yields a ``gradio_client.Client``."""
+    from gradio_client import Client
+
+    app = create_app(config).queue()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
+    try:
+        yield Client(app.local_url, verbose=False)
+    finally:
+        app.close()

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
 from appconfig import AppConfig
 from database import metric_results as metric_store
-from database.connection import open_db
+from database.connection import connect
 from review import studies
+from tests.evaluation.conftest import serve
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from gradio_client import Client
-
-
     tmp = tmp_path_factory.mktemp("evaluate")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
-    db = open_db(config.db_path)
-    add_images(db, tmp / "images", n_real=6, n_synthetic=4, checkpoints=2)
-    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
-    studies.create_account(db, "rita", "rater", "rita-password")
-    db.close()
-    app = create_app(config).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
-    try:
-        yield config, Client(app.local_url, verbose=False)
-    finally:
-        app.close()
+    with connect(config.db_path) as db:
+        add_images(db, tmp / "images", n_real=6, n_synthetic=4, checkpoints=2)
+        studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+        studies.create_account(db, "rita", "rater", "rita-password")
+    with serve(config) as client:
+        yield config, client
 
 
 def test_admin_computes_and_reads_metrics_raters_cannot(served):
@@ -47,11 +39,8 @@ def test_admin_computes_and_reads_metrics_raters_cannot(served):
                                         "augmentation_utility", "diversity_ms_ssim", "memorisation"}
     assert {row[0] for row in rows} == {100, 200}  # both checkpoints, by step
     assert plot is not None
-    db = open_db(config.db_path)
-    try:
+    with connect(config.db_path) as db:
         stored = metric_store.list_results(db, "efficientnet")
-    finally:
-        db.close()
     assert len(stored) == len(rows)
     assert all(r["preprocessing"].startswith("uint8 RGB") for r in stored)
     assert len(list((config.data_dir / "features" / "efficientnet").rglob("*.npy"))) == 12 + 16  # every image once

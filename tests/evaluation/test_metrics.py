@@ -1,4 +1,5 @@
-"""Metric functions against independent references (scipy, torchmetrics) and known properties."""
+"""Metric functions (``evaluation.distances``) against independent references (scipy, torchmetrics) and known
+properties, and the report that ``evaluation.metrics`` builds from them."""
 
 from __future__ import annotations
 
@@ -13,19 +14,9 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
+from evaluation.distances import TooFewSamples, _poly_mmd, fid, fid_bootstrap, frechet_distance, kid, prdc
 from evaluation.features import extract
-from evaluation.metrics import (
-    MetricOptions,
-    MetricsReport,
-    TooFewSamples,
-    _poly_mmd,
-    evaluate_features,
-    fid,
-    fid_bootstrap,
-    frechet_distance,
-    kid,
-    prdc,
-)
+from evaluation.metrics import MetricSettings, MetricsReport, evaluate_features
 from tests.evaluation.conftest import random_images
 
 
@@ -97,7 +88,7 @@ def test_kid_kernel_matches_torchmetrics_poly_mmd_on_subsets():
 
 def test_kid_is_seeded_and_clamps_with_a_logged_warning(caplog):
     x, y = _feats(30, 8, seed=9), _feats(20, 8, seed=10, shift=1.0)
-    with caplog.at_level(logging.WARNING, logger="evaluation.metrics"):
+    with caplog.at_level(logging.WARNING, logger="evaluation.distances"):
         result = kid(x, y, subsets=10, subset_size=1000, seed=3)
     assert result.subset_size == 20 and result.subsets == 10
     assert "clamped from 1000 to 20" in result.warning and "n_fake=20" in result.warning
@@ -135,22 +126,22 @@ def test_too_few_samples_name_metric_argument_and_need():
 
 def test_report_computes_what_it_can_and_explains_the_rest():
     report = MetricsReport(n_real=4, n_fake=3, extractor="x", preprocessing="p")
-    evaluate_features(report, _feats(4, 8), _feats(3, 8, seed=1), MetricOptions(n_boot=10, k=5))
+    evaluate_features(report, _feats(4, 8), _feats(3, 8, seed=1), MetricSettings(n_boot=10, k=5))
     assert report.fid is not None and report.kid_mean is not None and report.kid_subset_size == 3
     assert report.precision is None and "PRDC: real has 4 sample(s)" in report.skipped["prdc"]
     assert any("clamped" in w for w in report.warnings) and any("small-sample bias" in w for w in report.warnings)
-    single = evaluate_features(MetricsReport(1, 1, "x", "p"), _feats(1, 8), _feats(1, 8), MetricOptions(n_boot=5))
+    single = evaluate_features(MetricsReport(1, 1, "x", "p"), _feats(1, 8), _feats(1, 8), MetricSettings(n_boot=5))
     assert set(single.skipped) == {"fid", "kid", "prdc"}
 
 
-def test_metric_options_reject_bad_values():
+def test_metric_settings_reject_bad_values():
     with pytest.raises(ValueError, match="k: got 0; allowed: an integer >= 1"):
-        MetricOptions(k=0)
+        MetricSettings(k=0)
     with pytest.raises(ValueError, match="alpha"):
-        MetricOptions(alpha=1.5)
+        MetricSettings(alpha=1.5)
 
 
 def test_importing_evaluation_does_not_import_gradio():
-    code = ("import sys, evaluation.metrics, evaluation.features, evaluation.cache, evaluation.images; "
+    code = ("import sys, evaluation.metrics, evaluation.distances, evaluation.features, evaluation.cache, evaluation.images; "
             "sys.exit('gradio' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

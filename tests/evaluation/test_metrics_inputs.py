@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from evaluation.images import ImageSetError, load_images
-from evaluation.metrics import MetricOptions, evaluate_sets
+from evaluation.metrics import MetricSettings, evaluate_sets
 from tests.evaluation.conftest import write_image_set
 
 
@@ -35,8 +35,9 @@ def test_awkward_files_are_converted_noted_or_skipped(tmp_path):
     assert by_name["grey.png"].shape == (20, 24, 3) and (by_name["grey.png"] == 200).all()
     assert tuple(by_name["alpha.png"][0, 0]) == (100, 0, 0)
     assert (by_name["deep.png"] == 255).all()
-    assert [p.path.rsplit("/", 1)[-1] for p in loaded.problems] == ["broken.png"]
-    assert "not a readable image" in loaded.problems[0].reason
+    assert [p.path.rsplit("/", 1)[-1] for p in loaded.problems] == ["notes.txt", "broken.png"]
+    assert "unsupported file type '.txt'" in loaded.problems[0].reason
+    assert "not a readable image" in loaded.problems[1].reason
     notes = " | ".join(loaded.notes)
     for expected in ("grey-scale converted to RGB", "alpha channel removed", "16-bit scaled to 8 bit",
                      "mixed sizes", "the extractor resizes each image"):
@@ -67,7 +68,7 @@ def test_a_list_of_paths_keeps_order_and_reports_missing_files(tmp_path):
 def test_report_on_awkward_small_sets_computes_what_it_can(tmp_path, tiny_extractor):
     real = _odd_folder(tmp_path / "real")
     fake = write_image_set(tmp_path / "fake", 3, size=(24, 24), seed=9)
-    report = evaluate_sets(real, fake, tiny_extractor, options=MetricOptions(n_boot=5, k=5))
+    report = evaluate_sets(real, fake, tiny_extractor, settings=MetricSettings(n_boot=5, k=5))
     assert (report.n_real, report.n_fake) == (8, 3)
     assert report.fid is not None and report.kid_mean is not None and report.kid_subset_size == 3
     assert report.precision is None and "fake has 3 sample(s); allowed: at least 6" in report.skipped["prdc"]
@@ -75,3 +76,48 @@ def test_report_on_awkward_small_sets_computes_what_it_can(tmp_path, tiny_extrac
     assert any(n.startswith("real: ") and "mixed sizes" in n for n in report.notes)
     assert any("clamped from 1000 to 3" in w for w in report.warnings)
     assert report.extractor == "tiny" and report.preprocessing == tiny_extractor.preprocessing
+
+
+def test_tiff_images_are_read_from_a_folder_and_a_list(tmp_path):
+    """The same image types as registration (``common.files.IMAGE_SUFFIXES``): .tif/.tiff are found and decoded."""
+    folder = write_image_set(tmp_path / "tiff", 2, size=(24, 16), seed=5, suffix=".tif")
+    write_image_set(tmp_path / "tiff" / "more", 1, size=(24, 16), seed=6, suffix=".TIFF")
+    loaded = load_images(folder)
+    assert [p.rsplit("/", 1)[-1] for p in loaded.paths] == ["img-000.tif", "img-001.tif", "img-000.TIFF"]
+    assert not loaded.problems and all(im.shape == (16, 24, 3) for im in loaded.images)
+    expected = np.random.default_rng(5).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    assert (load_images([folder / "img-000.tif"]).images[0] == expected).all()
+
+
+def test_every_skipped_file_is_listed_with_the_reason(tmp_path):
+    import os
+
+    folder = write_image_set(tmp_path / "set", 2, seed=3)
+    Image.new("RGB", (8, 8)).save(folder / "anim.gif")
+    (folder / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    os.mkfifo(folder / "pipe.png")  # reading it would block for ever
+    (folder / "linked").symlink_to(folder)  # a link to a folder is listed, not walked into
+    loaded = load_images(folder)
+    assert len(loaded) == 2
+    reasons = {p.path.rsplit("/", 1)[-1]: p.reason for p in loaded.problems}
+    assert "unsupported file type '.gif'" in reasons["anim.gif"]
+    assert "dangling symbolic link" in reasons["dangling.png"]
+    assert "symbolic link loop" in reasons["loop.png"]
+    assert "FIFO" in reasons["pipe.png"]
+    assert "linked" in reasons
+    listed = load_images([folder / "pipe.png", folder / "loop.png", folder / "img-000.png"])
+    assert len(listed) == 1 and [p.reason.split(";")[0] for p in listed.problems] == [
+        "a FIFO (named pipe)", "a symbolic link loop (the link never reaches a file)"]
+
+
+def test_float_images_are_scaled_not_refused(tmp_path):
+    ramp = np.tile(np.linspace(0.0, 1.0, 32, dtype=np.float32), (8, 1))
+    Image.fromarray(ramp).save(tmp_path / "unit.tif")
+    Image.fromarray(ramp * 255).save(tmp_path / "byte.tif")
+    Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    loaded = load_images(tmp_path)
+    assert len(loaded) == 2 and np.array_equal(loaded.images[0], loaded.images[1])
+    assert loaded.images[0][0, -1, 0] == 255 and loaded.images[0][0, 0, 0] == 0
+    assert "NaN or infinite" in loaded.problems[0].reason
+    assert any("floating point (0..1) scaled to 8 bit" in note for note in loaded.notes)

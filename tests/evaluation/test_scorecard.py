@@ -8,21 +8,21 @@ import pytest
 
 from database import images as image_store
 from database import metric_results as metric_store
-from database.connection import open_db
+from database.connection import connect
 from evaluation.cache import FeatureCache
-from evaluation.scorecard import ALL_METRICS, NothingToEvaluate, ScorecardSettings, compute_scorecard
+from evaluation.metrics import MetricSettings
+from evaluation.scorecard import ALL_METRICS, NothingToEvaluate, compute_scorecard
 from tests.evaluation.conftest import make_tiny_extractor
 from tests.review.conftest import add_images
 
-FAST = ScorecardSettings(n_boot=10, diversity_pairs=10, diversity_size=64, utility_repeats=3, kid_subset_size=50)
+FAST = MetricSettings(n_boot=10, diversity_pairs=10, diversity_size=64, utility_repeats=3, kid_subset_size=50)
 
 
 @pytest.fixture
 def db_with_images(tmp_path):
-    db = open_db(tmp_path / "study.db")
-    ids = add_images(db, tmp_path / "images", n_real=8, n_synthetic=6, checkpoints=2)
-    yield db, ids, tmp_path
-    db.close()
+    with connect(tmp_path / "study.db") as db:
+        ids = add_images(db, tmp_path / "images", n_real=8, n_synthetic=6, checkpoints=2)
+        yield db, ids, tmp_path
 
 
 def test_every_metric_is_stored_per_checkpoint_and_scope(db_with_images):
@@ -64,6 +64,5 @@ def test_a_second_run_reuses_cached_features_and_replaces_results(db_with_images
 
 
 def test_nothing_to_evaluate_is_a_clear_error(tmp_path):
-    db = open_db(tmp_path / "empty.db")
-    with pytest.raises(NothingToEvaluate, match="real images"):
+    with connect(tmp_path / "empty.db") as db, pytest.raises(NothingToEvaluate, match="real images"):
         compute_scorecard(db, make_tiny_extractor(), None, FAST)

@@ -13,21 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation import segmentation as seg
-from evaluation.segmentation import (
-    SegmentationError,
-    SegmentationSet,
-    SegmentationSettings,
-    UNet,
-    dice_iou,
-    downstream_segmentation,
-    evaluate_unet,
-    mean_ci,
-    parameter_count,
-    real_subsets,
-    split_test,
-    train_unet,
-)
+from evaluation.segmentation import __main__ as seg
+from evaluation.segmentation.data import SegmentationSet, real_subsets, split_test
+from evaluation.segmentation.experiment import dice_iou, downstream_segmentation, evaluate_unet, mean_ci
+from evaluation.segmentation.model import UNet, parameter_count, train_unet
+from evaluation.segmentation.settings import SegmentationError, SegmentationSettings
 from generation.phantom.frames import LABELS, render_phantom
 
 REPO = Path(__file__).resolve().parents[2]

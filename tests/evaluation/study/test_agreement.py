@@ -12,13 +12,12 @@ from evaluation.study.agreement import (
     AgreementError,
     UndefinedAgreement,
     agreement_summary,
-    attention_pass_rates,
     fleiss_kappa,
     gwet_ac1,
-    intra_rater,
     krippendorff_alpha,
     percent_agreement,
 )
+from evaluation.study.consistency import attention_pass_rates, intra_rater
 
 # Fleiss (1971) as worked on Wikipedia ("Fleiss' kappa"): 10 subjects, 14 raters, 5 categories.
 FLEISS_TABLE = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
@@ -132,7 +131,8 @@ def test_summary_rows_cis_and_seed():
     assert [r["statistic"] for r in rows] == ["fleiss_kappa", "krippendorff_alpha_nominal",
                                               "krippendorff_alpha_ordinal", "gwet_ac1", "percent_agreement"]
     for r in rows:
-        assert set(r) == {"statistic", "value", "ci_low", "ci_high", "n_items", "n_raters", "n_ratings", "note"}
+        assert set(r) == {"statistic", "value", "ci_low", "ci_high", "n_items", "n_raters", "n_ratings", "note",
+                          "gwet_ac1_all_items", "n_items_all_rated"}
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
         assert (r["n_items"], r["n_raters"], r["n_ratings"]) == (10, 14, 140)
     assert rows[0]["value"] == pytest.approx(0.210, abs=5e-4)
@@ -141,14 +141,21 @@ def test_summary_rows_cis_and_seed():
 
 
 def test_summary_small_n_and_missing_ratings_note():
-    rows = {r["statistic"]: r for r in agreement_summary(wide_to_long(GWET_4RATERS), CATS5, n_boot=50)}
-    assert rows["gwet_ac1"]["value"] == pytest.approx(0.7754440681, abs=1e-9)
-    assert rows["gwet_ac1"]["note"] == ""
+    long = wide_to_long(GWET_4RATERS)
+    rows = {r["statistic"]: r for r in agreement_summary(long, CATS5, n_boot=50)}
     # Units 2-9 have all 4 ratings; units 1 and 10 have 3, unit 11 has 2, unit 12 has 1.
+    # Common basis: the 11 units with >= 2 ratings, i.e. Gwet's AC1 of the table without unit 12.
+    assert rows["gwet_ac1"]["value"] == pytest.approx(gwet_ac1(long[long["item"] != 11], CATS5), abs=1e-12)
+    assert rows["gwet_ac1"]["value"] != pytest.approx(0.7754440681, abs=1e-6)
+    # Gwet's own basis (every rated unit, the irrCAC value) is the extra column.
+    assert rows["gwet_ac1"]["gwet_ac1_all_items"] == pytest.approx(0.7754440681, abs=1e-9)
+    assert rows["gwet_ac1"]["n_items_all_rated"] == 12
+    assert rows["gwet_ac1"]["note"] == "rests on 11 items with >= 2 ratings, 40 ratings by 4 raters"
     assert "used the 8 of 12 items with 4 ratings" in rows["fleiss_kappa"]["note"]
     assert "n too small to conclude (8 items)" in rows["fleiss_kappa"]["note"]
-    assert (rows["fleiss_kappa"]["n_items"], rows["gwet_ac1"]["n_items"]) == (8, 12)
-    assert rows["percent_agreement"]["n_items"] == 11
+    assert [rows[k]["n_items"] for k in ("fleiss_kappa", "krippendorff_alpha_nominal", "gwet_ac1",
+                                         "percent_agreement")] == [8, 11, 11, 11]
+    assert rows["percent_agreement"]["gwet_ac1_all_items"] is None
 
 
 def test_summary_degenerate_cases_return_none_with_a_reason():
@@ -242,3 +249,33 @@ def test_attention_wilson_intervals():
         attention_pass_rates(pd.DataFrame({"rater": ["a"], "passed": ["yes"]}))
     with pytest.raises(AgreementError, match=r"missing column\(s\) \['passed'\]"):
         attention_pass_rates(pd.DataFrame({"rater": ["a"]}))
+
+
+def test_no_pairable_item_says_so_not_fewer_than_2_items_with_0_ratings():
+    # Every item rated once: Fleiss has no modal count; the note must not read "items have 0 ratings".
+    once = pd.DataFrame({"item": [0, 1, 2], "rater": ["a", "b", "c"], "value": ["real", "synthetic", "real"]})
+    rows = {r["statistic"]: r for r in agreement_summary(once, ["real", "synthetic"], n_boot=10)}
+    assert "cannot compute: no item has 2 or more ratings" in rows["fleiss_kappa"]["note"]
+    assert "have 0 ratings" not in rows["fleiss_kappa"]["note"]
+    assert rows["gwet_ac1"]["value"] is None and rows["gwet_ac1"]["n_items_all_rated"] == 3
+
+
+# 24 repeats: 19 real/real, 1 real/synthetic, 4 synthetic/real, 0 synthetic/synthetic.
+# po = 19/24 = 0.7917; first real 20/24, second real 23/24: pe = (20*23 + 4*1)/576 = 0.8056;
+# kappa = (0.7917 - 0.8056) / (1 - 0.8056) = -0.0714. "real" holds 43/48 = 89.6 % of answers, under
+# the 90 % share rule, yet this is the paradox: the agreement rule (>= 70 %, kappa < 0.4) catches it.
+PARADOX_REPEATS = [("real", "real")] * 19 + [("real", "synthetic")] + [("synthetic", "real")] * 4
+
+
+def test_kappa_paradox_at_79_percent_agreement_and_kappa_minus_0_07():
+    pairs = pd.DataFrame({"rater": "a", "first": [f for f, _ in PARADOX_REPEATS],
+                          "second": [s for _, s in PARADOX_REPEATS]})
+    row = intra_rater(pairs)[0]
+    assert row["percent_agreement"] == pytest.approx(19 / 24)
+    assert row["cohen_kappa"] == pytest.approx(-0.0714, abs=5e-5)
+    assert "kappa paradox: 79% raw agreement but kappa -0.07" in row["note"]
+    # The balanced 2x2 of test_intra_rater_hand_computed_2x2 (po 0.7, kappa 0.4) is no paradox.
+    cells = [("yes", "yes", 20), ("yes", "no", 5), ("no", "yes", 10), ("no", "no", 15)]
+    balanced = pd.DataFrame({"rater": "b", "first": [f for f, _, n in cells for _ in range(n)],
+                             "second": [s for _, s, n in cells for _ in range(n)]})
+    assert "paradox" not in intra_rater(balanced)[0]["note"]

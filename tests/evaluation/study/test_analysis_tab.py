@@ -7,26 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from appconfig import AppConfig
+from tests.evaluation.conftest import serve
 from tests.evaluation.study.simulated_study import make_simulated_study
 from tests.review.conftest import ADMIN_PASSWORD
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from gradio_client import Client
-
-
     tmp = tmp_path_factory.mktemp("analysis-tab")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
     made = make_simulated_study(config, tmp / "images")
-    app = create_app(config).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
-    try:
-        yield made, Client(app.local_url, verbose=False)
-    finally:
-        app.close()
+    with serve(config) as client:
+        yield made, client
 
 
 def test_admin_analyses_and_exports_a_study_raters_cannot(served):

@@ -12,6 +12,7 @@ from scipy import stats
 from evaluation.study.concordance import (
     OutcomeData,
     _spearman,
+    adjust_for_multiplicity,
     checkpoint_outcomes,
     correlate,
     image_links,
@@ -112,3 +113,33 @@ def test_image_links_need_enough_rated_images():
     assert links[0]["spearman"] < -0.5 and links[0]["low"] <= links[0]["spearman"] <= links[0]["high"]
     _, too_few = image_links(frame, scores, min_ratings=4)
     assert too_few[0]["spearman"] is None and "too few" in too_few[0]["note"]
+
+
+def _tested(metric, outcome, p, outcome_values):
+    points = [(f"c{i}", float(i), v) for i, v in enumerate(outcome_values)]
+    return {"metric": metric, "outcome": outcome, "spearman_p": p, "conclusive": True, "note": "", "points": points}
+
+
+def test_holm_counts_mirrored_outcomes_once():
+    # pathology_accuracy 0.9, 0.8, 0.7, 0.6, 0.5 and clinical_gap = 0.95 - accuracy (shared real accuracy):
+    # reversed ranks, the same |rho| and p: one test. With kid vs fooling_rate that makes 2 distinct tests.
+    # Holm over p = (0.01, 0.02): 0.01 * 2 = 0.02, max(0.02, 0.02 * 1) = 0.02 -> both 0.02.
+    # (Counting the mirror again, 3 tests: 0.01 * 3 = 0.03, max(0.03, 0.01 * 2), max(0.03, 0.02) -> 0.03.)
+    accuracy = [0.9, 0.8, 0.7, 0.6, 0.5]
+    rows = adjust_for_multiplicity([
+        _tested("fid", "pathology_accuracy", 0.01, accuracy),
+        _tested("fid", "clinical_gap", 0.01, [0.95 - a for a in accuracy]),
+        _tested("kid", "fooling_rate", 0.02, [0.1, 0.3, 0.2, 0.5, 0.4])])
+    assert [r["spearman_p_holm"] for r in rows] == pytest.approx([0.02, 0.02, 0.02])
+    assert "same test as pathology_accuracy" in rows[1]["note"] and "same test" not in rows[0]["note"]
+    # Not mirrored (another ordering): a test of its own, and Holm counts 3.
+    rows = adjust_for_multiplicity([
+        _tested("fid", "pathology_accuracy", 0.01, accuracy),
+        _tested("fid", "clinical_gap", 0.01, [0.1, 0.3, 0.2, 0.5, 0.4]),
+        _tested("kid", "fooling_rate", 0.02, [0.1, 0.3, 0.2, 0.5, 0.4])])
+    assert [r["spearman_p_holm"] for r in rows] == pytest.approx([0.03, 0.03, 0.03])
+    # Outcomes that only happen to rank alike (fooling rate, realism) are separate tests: 3 again.
+    rows = adjust_for_multiplicity([
+        _tested("fid", "fooling_rate", 0.01, accuracy), _tested("fid", "realism_mean", 0.01, accuracy),
+        _tested("kid", "fooling_rate", 0.02, [0.1, 0.3, 0.2, 0.5, 0.4])])
+    assert [r["spearman_p_holm"] for r in rows] == pytest.approx([0.03, 0.03, 0.03])

@@ -64,8 +64,12 @@ def test_confidence_based_pathology_auc_and_cannot_tell():
             for i, shown in enumerate(SYN_A)]
     rows.append(single("r2", SYN_A[0], "synthetic", pathology="cannot tell"))
     row = _row(outcome_table(ratings_frame(rows)), "ckpt-a")
-    assert row["pathology_auc"] == pytest.approx(1.0)
-    assert row["pathology_accuracy"] == 1.0 and row["pathology_called"] == 10 and row["pathology_cannot_tell"] == 1
+    # The "cannot tell" (on NonAD image a0) scores 0: above every NonAD call, below every AD call.
+    assert row["pathology_auc"] == pytest.approx(1.0) and row["pathology_auc_called_only"] == pytest.approx(1.0)
+    # The rule counts it as not correct (10 of 11); the other reading leaves it out (10 of 10).
+    assert row["pathology_accuracy"] == pytest.approx(10 / 11) and row["pathology_accuracy_called_only"] == 1.0
+    assert row["pathology_called"] == 10 and row["pathology_cannot_tell"] == 1
+    assert "1 'cannot tell' counted as not correct; left out, the accuracy is 1.000" in row["note"]
 
 
 def _called(shown: dict, right: bool) -> str:
@@ -116,7 +120,10 @@ def test_pair_repeats_compare_the_same_image_although_sides_swap():
 def test_item_ratings_for_pairs_are_found_or_missed_per_pair():
     rows = pair("r1", REAL[0], SYN_A[0], "left") + pair("r2", REAL[0], SYN_A[0], "right")
     long = item_ratings(ratings_frame(rows), "correct_source")
-    assert sorted(long["value"]) == ["found", "missed"] and set(long["item"]) == {"a0"}
+    assert sorted(long["value"]) == ["found", "missed"] and set(long["item"]) == {"a0|r0"}
+    # The same synthetic image against another real partner is another comparison: another item.
+    rows += pair("r3", REAL[1], SYN_A[0], "left")
+    assert set(item_ratings(ratings_frame(rows), "correct_source")["item"]) == {"a0|r0", "a0|r1"}
 
 
 def test_bad_exports_are_refused_with_the_reason():
@@ -147,3 +154,56 @@ def test_cluster_bootstrap_interval_widens_when_raters_disagree_systematically()
     cluster = row["judged_real_boot_high"] - row["judged_real_boot_low"]
     assert row["judged_real"] == 0.5 and cluster > 1.5 * wilson
     assert row["judged_real_boot_low"] <= 0.5 <= row["judged_real_boot_high"]
+
+
+def test_cannot_tell_rule_in_accuracy_and_gap_with_the_other_reading_beside_it():
+    # Real: r1 AD->AD right, r3 AD->AD right, r0 NonAD->NonAD right, r2 NonAD->cannot tell.
+    #   rule (cannot tell = not correct): 3/4 = 0.75; called only: 3/3 = 1.0.
+    # ckpt-a: a1 AD->AD right, a3 AD->AD right, a0 NonAD->cannot tell, a2 NonAD->cannot tell.
+    #   rule: 2/4 = 0.5; called only: 2/2 = 1.0.
+    # Gap: rule 0.75 - 0.5 = 0.25; called only 1.0 - 1.0 = 0.0 (the reading changes the conclusion).
+    rows = [single("x", REAL[1], "real", pathology="AD"), single("x", REAL[3], "real", pathology="AD"),
+            single("x", REAL[0], "real", pathology="NonAD"), single("x", REAL[2], "real", pathology="cannot tell"),
+            single("x", SYN_A[1], "real", pathology="AD"), single("x", SYN_A[3], "real", pathology="AD"),
+            single("x", SYN_A[0], "real", pathology="cannot tell"), single("x", SYN_A[2], "real", pathology="cannot tell")]
+    frame = ratings_frame(rows)
+    assert frame["pathology_correct"].tolist() == [1, 1, 1, 0, 1, 1, 0, 0]
+    table = outcome_table(frame)
+    assert _row(table, "real")["pathology_accuracy"] == 0.75 and _row(table, "real")["pathology_accuracy_called_only"] == 1.0
+    assert _row(table, "ckpt-a")["pathology_accuracy"] == 0.5
+    (gap,) = clinical_gap(frame)
+    assert gap["gap"] == pytest.approx(0.25) and gap["gap_called_only"] == pytest.approx(0.0)
+    assert (gap["n_real"], gap["n_synthetic"], gap["n_real_called_only"], gap["n_synthetic_called_only"]) == (4, 4, 3, 2)
+    assert "3 'cannot tell' counted as not correct; left out, the gap is 0.000 (here 0.250)" in gap["note"]
+    assert "n too small to conclude" in gap["note"]
+
+
+def test_cannot_tell_is_the_middle_of_the_auc_and_left_out_in_the_other_reading():
+    # AD images: AD call at confidence 2 (score +2), cannot tell (score 0).
+    # NonAD images: AD call at confidence 1 (score +1, wrong), NonAD at confidence 3 (score -3).
+    # Rule AUC over (positive, negative) pairs: (2,1) yes, (2,-3) yes, (0,1) no, (0,-3) yes -> 3/4.
+    # Called only: positives {2} beat both negatives -> 1.0.
+    rows = [single("x", SYN_A[1], "real", pathology="AD", confidence=2),
+            single("x", SYN_A[3], "real", pathology="cannot tell"),
+            single("x", SYN_A[0], "real", pathology="AD", confidence=1),
+            single("x", SYN_A[2], "real", pathology="NonAD", confidence=3)]
+    row = _row(outcome_table(ratings_frame(rows), n_boot=20), "ckpt-a")
+    assert row["pathology_auc"] == pytest.approx(0.75) and row["pathology_auc_called_only"] == pytest.approx(1.0)
+
+
+def test_correct_source_per_mode_and_trial_kind():
+    attention = image("att", "attention", None)
+    rows = [single("x", SYN_A[0], "synthetic"),                       # normal, synthetic called synthetic: 1
+            single("x", REAL[0], "real"),                             # normal, real called real: 1
+            single("x", REAL[1], "synthetic"),                        # normal, real called synthetic: 0
+            single("x", attention, "synthetic", kind="attention"),    # attention passed: 1
+            single("y", attention, "real", kind="attention"),         # attention failed: 0
+            single("x", SYN_A[0], "real", kind="repeat", repeat_of=0)]  # repeat, synthetic called real: 0
+    assert ratings_frame(rows)["correct_source"].tolist() == [1, 1, 0, 1, 0, 0]
+    pairs = (pair("x", REAL[0], SYN_A[0], "left", synthetic_side="left")             # found: 1, 1
+             + pair("x", REAL[1], attention, "right", synthetic_side="right", kind="attention")  # passed: 1, 1
+             + pair("x", REAL[0], SYN_A[0], "left", synthetic_side="right", kind="repeat"))  # missed: 0, 0
+    frame = ratings_frame(pairs)
+    assert frame["correct_source"].tolist() == [1, 1, 1, 1, 0, 0]
+    # Rows run left, right: the picked side is the one not judged real (the repeat's left is the real image).
+    assert frame["judged_real"].tolist() == [0, 1, 1, 0, 0, 1]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
-from evaluation.study.ranking import DEFAULT_ALPHA, RankingError, bradley_terry, rank_checkpoints
+from evaluation.study.ranking import DEFAULT_ALPHA, RankingError, bradley_terry, prior_note, rank_checkpoints
 
 # 4 players; player 3 never loses, so plain maximum likelihood would send it to infinity.
 WINS = [(0, 1), (1, 0), (1, 0), (0, 2), (2, 0), (2, 1), (1, 2), (1, 2), (3, 0), (3, 1), (3, 2), (0, 1), (2, 1)]
@@ -142,3 +142,39 @@ def test_identical_checkpoints_share_their_rank_even_without_interval_width():
     rows = [{"rater": f"r{r}", "checkpoint": name, "fooled": False} for r in range(3) for name in ("a", "b") for _ in range(4)]
     ranked = rank_checkpoints(pd.DataFrame(rows), n_boot=50, seed=0)
     assert {r["rank_label"] for r in ranked} == {"1-2"}
+
+
+def _records(records: dict[str, list[int]]) -> pd.DataFrame:
+    """``{checkpoint: fooled trials per rater}``, each rater giving 2 trials."""
+    rows = []
+    for name, per_rater in records.items():
+        for r, fooled in enumerate(per_rater):
+            rows += [{"rater": f"r{r}", "checkpoint": name, "fooled": i < fooled} for i in range(2)]
+    return pd.DataFrame(rows)
+
+
+def test_identical_records_share_a_rank_from_the_data_not_from_noise():
+    # a fools 6 of 10; b, c, d fool 0 of 10 each: identical records, so identical strengths and the
+    # shared rank 2 (places 2-4), whatever the solver's last digit would say.
+    df = _records({"a": [2, 1, 1, 1, 1], "b": [0] * 5, "c": [0] * 5, "d": [0] * 5})
+    rows = rank_checkpoints(df, n_boot=100, seed=0)
+    assert [r["checkpoint"] for r in rows] == ["a", "b", "c", "d"]
+    assert [r["rank"] for r in rows] == [1, 2, 2, 2]
+    assert [r["rank_label"] for r in rows] == ["1", "2-4", "2-4", "2-4"]
+    assert rows[1]["strength"] == rows[2]["strength"] == rows[3]["strength"]
+
+
+def test_interval_bounds_set_by_the_prior_are_flagged():
+    # b: 0 of 10, every resample never fools -> both bounds are the prior's value.
+    # c: 1 fooled trial from one of 5 raters; a resample misses that rater with probability
+    #    (4/5)^5 = 0.33 > 2.5 %, so its lower bound is prior-bound; it is never always fooled.
+    # a: 6 of 10 spread over raters: bounds backed by data.
+    df = _records({"a": [2, 1, 1, 1, 1], "b": [0] * 5, "c": [1, 0, 0, 0, 0]})
+    rows = {r["checkpoint"]: r for r in rank_checkpoints(df, n_boot=200, seed=0)}
+    assert (rows["b"]["ci_low_prior_bound"], rows["b"]["ci_high_prior_bound"]) == (True, True)
+    assert (rows["c"]["ci_low_prior_bound"], rows["c"]["ci_high_prior_bound"]) == (True, False)
+    assert (rows["a"]["ci_low_prior_bound"], rows["a"]["ci_high_prior_bound"]) == (False, False)
+    assert "lower CI bound prior-bound" in rows["c"]["note"] and "prior-bound" not in rows["a"]["note"]
+    note = prior_note(list(rows.values()))
+    assert "alpha=0.01" in note and "Gamma(shape = rate = alpha x 4 players)" in note
+    assert "1 checkpoint(s) never or always fooled" in note and "move by at most" in note
