@@ -42,19 +42,21 @@ test: $(VENV)/.installed-dev
 demo-assets: $(VENV)/.installed
 	$(PY) -m generation.demo --out assets/demo
 
-# Phantom "real" images for the demo's Evaluate and Review tabs (registered), and the demo's exact
-# training frames (seed 0, 300 per pathology) for the memorisation check. Phantoms, not clinical images.
+# Phantom "real" images for the demo's Evaluate and Review tabs, registered into the public phantom-demo
+# image set "demo" (never into a clinical set), and the demo's exact training frames (seed 0, 300 per
+# pathology) for the memorisation check. Phantoms, not clinical images.
+DEMO_SET := --set demo --kind phantom-demo --public
 demo-data: $(VENV)/.installed
 	$(PY) -m generation.phantom --out data/demo-real --n 60 --seed 1
-	$(PY) -m review.register --data data/demo-real
+	$(PY) -m review.register --data data/demo-real $(DEMO_SET)
 	$(PY) -m generation.phantom --out data/demo-train --n 300 --seed 0
 
 # The Analysis tab on the demo: a single and a pair study filled by a seeded SIMULATED rater panel
 # (marked as simulated everywhere, never mixed with real studies) and the demo checkpoints' metrics.
 # About 4 minutes on a 2-core CPU.
 demo-analysis: demo-data
-	$(PY) -m review.simulate --mode both
-	$(PY) -m evaluation.scorecard --extractor efficientnet --training data/demo-train
+	$(PY) -m review.simulate --mode both --set demo
+	$(PY) -m evaluation.scorecard --extractor efficientnet --training data/demo-train --set demo
 
 # Synthetic labelled data for segmentation on the demo, CPU only: registers the phantom "real" frames with
 # their exact masks, trains a small ControlNet (1000 steps) on the demo's training frames on top of
@@ -63,11 +65,11 @@ demo-analysis: demo-data
 # 2026-11: 346 s, of which 300 s are the 1000 training steps at 0.29 s each), then the downstream
 # segmentation test (9 U-Net runs of about 20 s: about 4 more minutes).
 demo-segmentation: demo-data
-	$(PY) -m review.register --data data/demo-real --masks
+	$(PY) -m review.register --data data/demo-real --masks $(DEMO_SET)
 	$(PY) -m generation.masks.train --base assets/demo/checkpoint-4000 --data data/demo-train --out data/controlnets/demo --steps 1000
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label AD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label NonAD --n 16 --masks augmented --mask-pool data/demo-train
-	$(PY) -m evaluation.scorecard --segmentation
+	$(PY) -m evaluation.scorecard --segmentation --set demo
 
 bench: $(VENV)/.installed-dev
 	$(PY) benchmarks/generation.py

@@ -2,7 +2,7 @@
 
 Environment variables (flags win): ``POLYP_DATA_DIR`` (default ``./data`` in the project),
 ``POLYP_CHECKPOINTS`` (default ``DATA/checkpoints``), ``POLYP_DB`` (default ``DATA/polypturing.db``),
-``POLYP_BASE`` (base pipeline for training outputs ``checkpoint-<N>/unet``),
+``POLYP_BASE`` (base pipeline for training outputs ``checkpoint-<N>/unet`` and LoRA adapters),
 ``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860),
 ``POLYP_KIOSK_DB`` (default ``DATA/kiosk.db``), ``POLYP_KIOSK_IDLE`` (kiosk reset after seconds idle, default 75).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping
 
 from common.device import resolve_device
-from database.connection import open_db
+from database.connection import connect
 from generation.library import list_checkpoints
 from generation.pipelines import PipelineCache
 
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, help="project data folder (env POLYP_DATA_DIR; default ./data)")
     parser.add_argument("--checkpoints", type=Path, help="folder scanned for checkpoints besides the demo (env POLYP_CHECKPOINTS; default DATA/checkpoints)")
     parser.add_argument("--db", type=Path, help="study database file (env POLYP_DB; default DATA/polypturing.db)")
-    parser.add_argument("--base", type=Path, help="base pipeline that training outputs checkpoint-<N>/unet/ are loaded on (env POLYP_BASE)")
+    parser.add_argument("--base", type=Path, help="base pipeline folder that training outputs checkpoint-<N>/unet/ and LoRA adapters are loaded on (env POLYP_BASE)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run models (env POLYP_DEVICE; default auto: cuda when present)")
     parser.add_argument("--host", help="address to serve on (env HOST; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to serve on (env PORT; default 7860)")
@@ -114,6 +114,19 @@ def _kiosk_idle(parser: argparse.ArgumentParser, flag: float | None, text: str |
     return float(seconds)
 
 
+def config_from(env: Mapping[str, str] | None = None, **flags: object) -> AppConfig:
+    """``build_config`` from keyword flags, for command lines that take a few of the app's options.
+
+    ``config_from(db=args.db, data_dir=args.data_dir)`` is ``build_config(["--db", ..., "--data-dir", ...])``;
+    a flag given as None is not given (the environment, then the default, decides).
+    """
+    argv: list[str] = []
+    for name, value in flags.items():
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return build_config(argv, env)
+
+
 def default_db_path(env: Mapping[str, str] | None = None) -> Path:
     """The database path the app uses when no flag is given (for command-line tools)."""
     return build_config([], env).db_path
@@ -134,8 +147,8 @@ class Services:
             self.pipelines = PipelineCache(resolve_device(self.config.device), self.config.max_cached_pipelines)
 
     def db(self):
-        """A new connection to the study database (migrated)."""
-        return open_db(self.config.db_path)
+        """``with services.db() as db:``: a new connection to the study database (migrated), closed afterwards."""
+        return connect(self.config.db_path)
 
     def checkpoints(self):
         """Every checkpoint of the embedded demo and the checkpoints folder, sorted by training step."""
