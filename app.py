@@ -28,6 +28,7 @@ from review import ui as review_ui
 from review.headers import SecurityHeaders
 from review.kiosk import ui as kiosk_ui
 from review.kiosk.pools import PoolsError
+from review.studies_tab import build_studies
 
 TITLE = "PolypTuring"
 FOOTER_LINKS = ["settings"]
@@ -53,8 +54,9 @@ class Workbench(gr.Blocks):
 
 
 def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks:
-    """The whole app as one Blocks: the account bar above the Rate and Studies tabs (``review.ui``), the
-    Evaluate (``evaluation.ui``), Analysis (``evaluation.study.ui``) and Generate (``generation.ui``) tabs.
+    """The whole app as one Blocks: the account bar above the Rate (``review.ui``), Studies
+    (``review.studies_tab``), Evaluate (``evaluation.ui``), Analysis (``evaluation.study.ui``) and
+    Generate (``generation.ui``) tabs.
 
     Before sign-in no tab is shown; raters see Rate, admins every tab. Each event checks the
     session's role on the server as well.
@@ -71,7 +73,7 @@ def create_app(config: AppConfig, services: Services | None = None) -> gr.Blocks
             with gr.Tab("Rate", visible=False) as rate_tab:
                 rate = review_ui.build_rate(services, account.session)
             with gr.Tab("Studies (admin)", visible=False) as studies_tab:
-                review_ui.build_studies(services, account.session)
+                build_studies(services, account.session)
             with gr.Tab("Evaluate (admin)", visible=False) as evaluate_tab:
                 evaluation_ui.build(services, account.session)
             with gr.Tab("Analysis (admin)", visible=False) as analysis_tab:

@@ -107,11 +107,21 @@ def build(services, session: gr.Textbox, is_admin: Callable[[str], bool]) -> Gen
         names = checkpoint_names(services)
         return gr.Dropdown(choices=names, value=names[-1] if names else None)
 
+    def on_checkpoint(token, name):
+        """The negative prompt box follows the family: FLUX-like families take none (they would refuse it)."""
+        info = _infos_by_name(services).get(name) if is_admin(token) and isinstance(name, str) else None
+        if info is None:
+            return gr.update()
+        takes = info.family_spec.negative_prompt
+        return gr.update(value=book.negative if takes else "", interactive=takes,
+                         label="Negative prompt" if takes else f"Negative prompt (the {info.family} family takes none)")
+
     def show_choices(token) -> dict:
         return on_refresh(token) if is_admin(token) else gr.Dropdown(choices=[], value=None)
 
     label.change(on_label, [session, label], prompt, api_name="default_prompt")
     refresh.click(on_refresh, session, checkpoint, api_name="list_checkpoints")
+    checkpoint.change(on_checkpoint, [session, checkpoint], negative, api_name=False)
     run.click(on_generate, [session, checkpoint, label, prompt, negative, count, seed, steps, guidance, sampler],
               [gallery, table], api_name="generate")
     return GenerateTab(checkpoint, show_choices)
@@ -137,12 +147,16 @@ def checkpoint_path(services, name) -> str:
 
 
 def _checkpoints_by_name(services) -> dict[str, str]:
-    found: dict[str, str] = {}
+    return {name: str(info.path) for name, info in _infos_by_name(services).items()}
+
+
+def _infos_by_name(services) -> dict:
+    found: dict = {}
     for info in services.checkpoints():
         name, number = info.label, 2
         while name in found:  # two folders with the same step and name: keep both pickable
             name, number = f"{info.label} ({number})", number + 1
-        found[name] = str(info.path)
+        found[name] = info
     return found
 
 

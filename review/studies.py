@@ -3,8 +3,8 @@
 Every function that acts for a person takes that person's session token and checks it here,
 server side: a rater reaches only their own trials, never another rater's answers, never admin
 functions, whatever the browser sends. Errors a person can fix are ``ReviewError``s with a
-message saying what to do. (A little over 400 lines: sessions, rating and export share the
-session check; the account half is the candidate to move out.)
+message saying what to do. (A little over 400 lines: every rule here starts from the same session
+check and the same errors, and keeping them in one module keeps that check in one place.)
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -107,3 +109,18 @@ def tiny_family(tmp_path_factory):
         return built[name]
 
     return get
+
+
+@contextmanager
+def serve(config) -> Iterator:
+    """The whole app for ``config``, queued and launched on a free local port; yields a ``gradio_client.Client``."""
+    from gradio_client import Client
+
+    from app import create_app  # the front door, for the tests that serve the whole app over HTTP
+
+    app = create_app(config).queue()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
+    try:
+        yield Client(app.local_url, verbose=False)
+    finally:
+        app.close()

@@ -17,7 +17,7 @@ from database.connection import connect, open_db
 from database.images import count_images, list_images
 from generation.ui import checkpoint_path
 from review import studies
-from tests.conftest import REPO
+from tests.conftest import REPO, serve
 
 ADMIN = ("root", "root-password-1")
 
@@ -161,8 +161,6 @@ def test_the_generate_endpoint_samples_other_families_with_their_defaults(tmp_pa
     """Through HTTP as an admin: a discovered SDXL / FLUX folder, the family's own scheduler, its provenance stored."""
     import shutil
 
-    from gradio_client import Client
-
     from database import checkpoints as checkpoint_store
     from database import images as image_store
 
@@ -171,16 +169,11 @@ def test_the_generate_endpoint_samples_other_families_with_their_defaults(tmp_pa
     shutil.copytree(tiny_family(family), config.checkpoints_dir / f"tiny-{family}")
     with connect(config.db_path) as db:
         studies.create_account(db, ADMIN[0], "admin", ADMIN[1])
-    app = create_app(config).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
-    try:
-        client = Client(app.local_url, verbose=False)
+    with serve(config) as client:
         admin = client.predict(*ADMIN, api_name="/sign_in")[0]
         names = [choice[0] for choice in client.predict(admin, api_name="/list_checkpoints")["choices"]]
         name = next(n for n in names if family.upper() in n.upper())
         _, table = client.predict(admin, name, "AD", "a polyp", "", 1, 3, 2, 2.0, "family default", api_name="/generate")
-    finally:
-        app.close()
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["scheduler"] == ("flow-euler" if family == "flux" else "dpm++") and row["steps"] == 2 and row["seed"] == 3
     with connect(config.db_path) as db:

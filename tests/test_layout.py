@@ -2,7 +2,7 @@
 
 Floors, lowest first: ``common`` (labels, clock, device, files, command-line errors), ``database``
 (the shared store), then the rooms ``generation`` < ``review`` < ``evaluation``, then ``appconfig``,
-the rooms' ``ui.py`` tabs and the doors (``app.py``, every ``__main__.py`` and ``cli.py``).
+the rooms' tabs (``ui.py``, and ``<noun>_tab.py`` for a room's second tab) and the doors (``app.py``, every ``__main__.py`` and ``cli.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def _is_door(path: Path) -> bool:
 
 
 def _is_tab(path: Path) -> bool:
-    return path.name == "ui.py"
+    """A room's tab: its ``ui.py``, or a second tab of the room named ``<noun>_tab.py``."""
+    return path.name == "ui.py" or path.name.endswith("_tab.py")
 
 
 def _top(path: Path) -> str:
@@ -58,7 +59,8 @@ def _allowed(path: Path, imported: str) -> str | None:
     if top == "app":
         return "nothing imports the front door"
     importer = _top(path)
-    if imported.split(".")[-1] == "ui" or ".ui." in f"{imported}.":
+    leaf = imported.split(".")[-1]
+    if leaf == "ui" or leaf.endswith("_tab") or ".ui." in f"{imported}.":
         if not _is_tab(path):
             return "only tabs and doors import a tab"
     if top == "appconfig":
@@ -109,5 +111,7 @@ def test_the_rules_catch_an_upward_import() -> None:
     assert _allowed(REPO / "review" / "studies.py", "appconfig") is not None
     assert _allowed(REPO / "review" / "studies.py", "generation.ui") is not None
     assert _allowed(REPO / "evaluation" / "ui.py", "generation.ui") is None
+    assert _allowed(REPO / "review" / "studies.py", "review.studies_tab") is not None
+    assert _allowed(REPO / "review" / "studies_tab.py", "gradio") is None
     assert _allowed(REPO / "review" / "kiosk" / "__main__.py", "evaluation.metrics") is None
     assert _allowed(REPO / "common" / "labels.py", "database.images") == "common stands below database"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +10,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from app import create_app
-from appconfig import AppConfig
 from evaluation.features import FeatureExtractor, get_extractor
 
 
@@ -58,16 +54,3 @@ def inception() -> FeatureExtractor:
 @pytest.fixture(scope="session")
 def efficientnet() -> FeatureExtractor:
     return get_extractor("efficientnet")
-
-
-@contextmanager
-def serve(config: AppConfig) -> Iterator:
-    """The whole app for ``config``, queued and launched on a free local port; yields a ``gradio_client.Client``."""
-    from gradio_client import Client
-
-    app = create_app(config).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
-    try:
-        yield Client(app.local_url, verbose=False)
-    finally:
-        app.close()

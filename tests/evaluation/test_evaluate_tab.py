@@ -8,7 +8,7 @@ from appconfig import AppConfig
 from database import metric_results as metric_store
 from database.connection import connect
 from review import studies
-from tests.evaluation.conftest import serve
+from tests.conftest import serve
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 

@@ -11,10 +11,12 @@ from database import checkpoints as checkpoint_store
 from database import image_sets
 from database import images as image_store
 from database import masks as mask_store
-from database.connection import open_db
+from database import studies as study_store
+from database.connection import connect, open_db
 from generation.masks.files import mask_to_image
 from generation.phantom.frames import render_phantom
-from review import studies
+from review import studies, study_setup
+from review.design import StudyDesign
 
 ADMIN_PASSWORD = "admin-password-1"
 
@@ -88,3 +90,22 @@ def review_env(tmp_path):
     session = studies.sign_in(db, "admin", ADMIN_PASSWORD)
     yield db, tmp_path / "data", session, ids
     db.close()
+
+
+def open_single_study(config, images: Path, name: str, raters: list, ratings_per_image: int, seed: int):
+    """``add_images`` into ``config``'s database, an admin, and an open single-mode study of 2 synthetic
+    images per cell and 4 real per label for ``raters`` (``RaterSpec``s), its audit recorded as passed.
+
+    Returns:
+        What ``study_setup.create_study`` returned.
+    """
+    with connect(config.db_path) as db:
+        ids = add_images(db, images)
+        studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
+        admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+        design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=2, real_per_label=4,
+                             ratings_per_image=ratings_per_image, repeats=1, attention_checks=1, size=64, seed=seed)
+        created = study_setup.create_study(db, config.data_dir, admin, name, design, raters)
+        study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
+        study_setup.open_study(db, admin, created.study_id)
+    return created

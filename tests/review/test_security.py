@@ -54,6 +54,7 @@ HIDDEN = {
     "change:Metric": ("admin", "refused"), "change:Scope": ("admin", "refused"),  # Evaluate views
     "change:Expert outcome": ("admin", "refused"),  # Analysis views ("change:Metric" there too)
     "change:Method": ("admin", "refused"), "change:Checkpoint panel": ("admin", "refused"),
+    "change:Checkpoint": ("admin", "quiet"),  # Generate: the negative prompt box follows the family
 }
 
 
@@ -186,6 +187,8 @@ def _gives_nothing(event: dict, answer) -> bool:
         return answer == [None]
     if event["key"] in ("then:", "analysis_studies"):
         return answer[0].get("choices") in ([], None)
+    if event["key"] == "change:Checkpoint":
+        return answer == [{"__type__": "update"}]  # the negative prompt box left as it is
     return answer == [None]
 
 

@@ -16,12 +16,10 @@ import urllib.request
 import pytest
 
 from appconfig import AppConfig
-from database import studies as study_store
-from database.connection import connect, open_db
-from review import studies, study_setup
-from review.design import StudyDesign
+from database.connection import connect
+from review import study_setup
 from tests.conftest import REPO
-from tests.review.conftest import ADMIN_PASSWORD, add_images
+from tests.review.conftest import open_single_study
 
 N_RATERS = 6
 ANSWER = ("real", "3", "4", "NonAD", "2", [], "", None, None, None, None)
@@ -54,17 +52,8 @@ def _serve(config: AppConfig, port: int) -> subprocess.Popen:
 @pytest.fixture
 def study(tmp_path):
     config = AppConfig(data_dir=tmp_path / "data", checkpoints_dir=tmp_path / "checkpoints", db_path=tmp_path / "study.db")
-    db = open_db(config.db_path)
-    ids = add_images(db, tmp_path / "images")
-    studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
-    admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
-    design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=2, real_per_label=4,
-                         ratings_per_image=3, repeats=1, attention_checks=1, size=64, seed=11)
     raters = [study_setup.RaterSpec(f"kr{i}", f"kill-password-{i}") for i in range(N_RATERS)]
-    created = study_setup.create_study(db, config.data_dir, admin, "kill -9", design, raters)
-    study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
-    study_setup.open_study(db, admin, created.study_id)
-    db.close()
+    created = open_single_study(config, tmp_path / "images", "kill -9", raters, ratings_per_image=3, seed=11)
     return config, created
 
 

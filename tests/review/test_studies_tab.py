@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
 from appconfig import AppConfig
 from database.connection import connect
 from review import studies
+from tests.conftest import serve
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from gradio_client import Client
-
     tmp = tmp_path_factory.mktemp("studies-tab")
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "checkpoints", db_path=tmp / "study.db", device="cpu")
     with connect(config.db_path) as db:
         add_images(db, tmp / "images")
         studies.create_account(db, "admin", "admin", ADMIN_PASSWORD)
         studies.create_account(db, "rater", "rater", "rater-password-1")
-    app = create_app(config).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
-    try:
-        yield Client(app.local_url, verbose=False)
-    finally:
-        app.close()
+    with serve(config) as client:
+        yield client
 
 
 def test_refresh_lists_the_image_sets_with_kind_and_counts(served):

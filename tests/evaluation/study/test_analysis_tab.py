@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from appconfig import AppConfig
-from tests.evaluation.conftest import serve
+from tests.conftest import serve
 from tests.evaluation.study.simulated_study import make_simulated_study
 from tests.review.conftest import ADMIN_PASSWORD
 
