@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if __name__ == "__main__":  # the script only, before torch loads; importing it changes nothing
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import argparse
 import json

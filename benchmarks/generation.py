@@ -71,7 +71,6 @@ CPU_BATCHES = (1, 8)
 PROMISED_SECONDS = 10.0
 """The project's promise for 8 images with default settings on a 2-core CPU."""
 
-TEXT_TOKENS = 77
 PART2_TITLE = "## Part 2: SD-1.5-, SDXL- and FLUX-sized random models on the GPU"
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 
 # torch's OpenMP spin-waiting makes CPU work several times slower on small machines (STACK-NOTES).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if __name__ == "__main__":  # the script only, before torch loads; importing it changes nothing
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import functools

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 
 # torch's OpenMP spin-waiting makes CPU work several times slower on small machines (STACK-NOTES).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":  # the script only, before torch loads; importing it changes nothing
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import platform

@@ -44,10 +44,6 @@ def create_rater(
     return int(cursor.lastrowid)
 
 
-def get_rater(db: sqlite_utils.Database, rater_id: int) -> dict | None:
-    return next(db.query("SELECT * FROM raters WHERE id = ?", [rater_id]), None)
-
-
 def get_rater_by_username(db: sqlite_utils.Database, username: str) -> dict | None:
     return next(db.query("SELECT * FROM raters WHERE username = ?", [username]), None)
 

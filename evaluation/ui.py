@@ -126,9 +126,9 @@ class _EvaluateEvents:
 
     @user_errors
     def segment(self, token, sizes_text, steps, name, metric_name, scope_name, progress=gr.Progress()):
-        sizes = _sizes(sizes_text)
         with self.services.db() as db:
             require_admin(db, token)
+            sizes = _sizes(sizes_text)
             device = str(resolve_device(self.services.config.device))
             rows = compute_segmentation_scorecard(db, SegmentationSettings(steps=int(steps or 300)), sizes=sizes,
                                                   device=device, on_progress=lambda f, text: progress(f, desc=text))

@@ -34,8 +34,6 @@ from evaluation.study.embedding import METHODS, EmbeddingError
 from evaluation.study.notes import CANNOT_TELL, CANNOT_TELL_RULE, basis_note, join
 from evaluation.study.outcomes import STRATA, AnalysisError, outcome_table
 
-RATING_EXTRA_COLUMNS = ("group", "judged_real", "correct_source", "pathology_call", "pathology_correct",
-                        "pathology_score", "experience")
 METRIC_COLUMNS = ("checkpoint_name", "checkpoint_step", "scope", "metric", "value", "ci_low", "ci_high", "extractor",
                   "preprocessing", "n_real", "n_fake", "computed_at")
 HOVER_JS = """
