@@ -21,7 +21,6 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from appconfig import AppConfig, Services, build_config
-from common.cli import refuse
 from evaluation import ui as evaluation_ui
 from evaluation.study import ui as analysis_ui
 from generation import ui as generation_ui
@@ -109,7 +108,7 @@ def _serve_kiosk(config: AppConfig) -> None:
     try:
         kiosk = kiosk_ui.build(config)
     except PoolsError as error:
-        raise SystemExit(refuse(str(error))) from None
+        raise SystemExit(f"error: {error}") from None
     print(f"PolypTuring kiosk at http://{config.host}:{config.port} (presenter view: /{kiosk_ui.PRESENTER_PATH}); "
           f"games go to {config.kiosk_db_path}", flush=True)
     kiosk.queue(default_concurrency_limit=4).launch(**kiosk_ui.launch_options(config))
