@@ -15,6 +15,7 @@ from common.files import IMAGE_SUFFIXES
 from evaluation.segmentation.settings import SegmentationError
 
 MASK_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
+"""Lossless types only, unlike ``IMAGE_SUFFIXES``: a JPEG or WebP mask has blurred edges and stray labels."""
 _NAMES_SHOWN = 5
 
 
