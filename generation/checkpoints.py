@@ -334,6 +334,10 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+_TRAINING_STATE = "training_state"
+"""The folder ``generation.training_state`` writes into a checkpoint (see its ``STATE_FOLDER``)."""
+
+
 def fingerprint(folder: Path, only: tuple[str, ...] | None = None) -> str:
     """sha256 over the weight files of ``folder`` (relative path, size and content).
 
@@ -344,7 +348,9 @@ def fingerprint(folder: Path, only: tuple[str, ...] | None = None) -> str:
     """
     digest = hashlib.sha256()
     files = [Path(folder) / name for name in only] if only else Path(folder).rglob("*")
-    for file in sorted(p for p in files if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
+    weights = (p for p in files if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
+               and _TRAINING_STATE not in p.relative_to(folder).parts)  # a resumable run's state is not the model
+    for file in sorted(weights):
         size = file.stat().st_size
         digest.update(f"{file.relative_to(folder).as_posix()}\0{size}\0".encode())
         with file.open("rb") as handle:

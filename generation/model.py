@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -29,15 +30,24 @@ METADATA_FORMAT = 1
 
 @dataclass(frozen=True)
 class CompactModelConfig:
-    """Sizes of the compact model. Defaults are the demo model: 64 px images, 16x16x4 latents."""
+    """Sizes of the compact model. Defaults are the demo model (v2): 128 px images, 16x16x8 latents.
 
-    image_size: int = 64
-    vae_channels: tuple[int, ...] = (32, 64, 64)
-    latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (32, 64, 128)
+    Why these sizes (measured on phantoms, 2-core CPU; docs/benchmarks.md): the v1 demo (64 px,
+    16x16x4 latents, 3 autoencoder levels) lost the lesion in the autoencoder and its images could
+    not carry the pathology. v2 doubles the resolution, downsamples 8x into twice the latent
+    channels, and drops the autoencoder's mid-block attention, which cost over a quarter of a training
+    step at 128 px; the UNet's widths are the largest whose four fp16 demo checkpoints keep
+    ``assets/`` under 60 MB.
+    """
+
+    image_size: int = 128
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    latent_channels: int = 8
+    unet_channels: tuple[int, ...] = (40, 80, 160)
     attention_heads: int = 4
     text_dim: int = 384
-    norm_groups: int = 16
+    norm_groups: int = 8
+    vae_attention: bool = False
 
     @property
     def latent_size(self) -> int:
@@ -46,7 +56,27 @@ class CompactModelConfig:
     @classmethod
     def tiny(cls) -> "CompactModelConfig":
         """A model small enough for tests: 16 px images, 8x8 latents."""
-        return cls(image_size=16, vae_channels=(4, 8), unet_channels=(8, 16), attention_heads=2, norm_groups=4)
+        return cls(image_size=16, vae_channels=(4, 8), latent_channels=4, unet_channels=(8, 16), attention_heads=2, norm_groups=4)
+
+
+PRESETS: Mapping[str, CompactModelConfig] = MappingProxyType({
+    "tiny": CompactModelConfig.tiny(),
+    "demo": CompactModelConfig(),
+    # 256 px (512 px with --image-size 512) on one GPU: 32x32 latents (64x64 at 512 px) as Stable Diffusion's
+    # 8x autoencoder, attention on every UNet level but the coarsest.
+    "base": CompactModelConfig(image_size=256, vae_channels=(64, 128, 256, 256), latent_channels=4,
+                               unet_channels=(128, 256, 512, 512), attention_heads=8, norm_groups=32,
+                               vae_attention=True),
+})
+"""The model sizes of ``python -m generation.train --preset``: ``demo`` is the embedded demo's (the defaults)."""
+
+PRESET_PARAMETERS: Mapping[str, tuple[int, int]] = MappingProxyType({
+    "tiny": (11_219, 81_444),
+    "demo": (951_739, 5_263_448),
+    "base": (15_481_255, 93_268_228),
+})
+"""(autoencoder, UNet) parameter counts of each preset, shown by ``--help`` without building the models;
+``tests/generation/test_presets.py`` counts the built models and says which numbers to write here."""
 
 
 def build_vae(config: CompactModelConfig) -> AutoencoderKL:
@@ -62,6 +92,7 @@ def build_vae(config: CompactModelConfig) -> AutoencoderKL:
         latent_channels=config.latent_channels,
         norm_num_groups=config.norm_groups,
         sample_size=config.image_size,
+        mid_block_add_attention=config.vae_attention,
     )
 
 

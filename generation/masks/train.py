@@ -44,7 +44,7 @@ from generation.masks.model import (  # noqa: E402
 from generation.masks.shapes import square_mask  # noqa: E402
 from generation.pipelines import load_pipeline  # noqa: E402
 from generation.prompts import load_prompts  # noqa: E402
-from generation.trainer import TrainerCore, noised, optimise  # noqa: E402
+from generation.trainer import TrainerCore, add_scaling_arguments, check_scaling_arguments, noised, optimise  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=50)
+    add_scaling_arguments(parser)
     args = parser.parse_args(argv)
     for name, low in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 0), ("log_every", 1)):
         if getattr(args, name) < low:
@@ -89,11 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--uncond-prob must be in [0, 1), got {args.uncond_prob}")
     if args.mask_threshold is not None and not 1 <= args.mask_threshold <= 255:
         parser.error(f"--mask-threshold must be a grey level between 1 and 255, got {args.mask_threshold}")
+    check_scaling_arguments(parser, args)
     return args
 
 
 def training_step(
     controlnet, unet, noise_scheduler, latents, text_embeddings, conditions, optimizer, generator=None, weighting: str = "x0",
+    accelerator=None,
 ) -> float:
     """One ControlNet step: noise the latents, predict the noise with the frozen UNet steered by the mask.
 
@@ -105,6 +108,7 @@ def training_step(
         text_embeddings: Prompt encodings (B, tokens, dim).
         conditions: Mask images (B, 3, H, W) in [0, 1].
         optimizer: Over the ControlNet's parameters only.
+        accelerator: The trainer's ``accelerate.Accelerator`` (``generation.trainer.optimise``), or None.
         weighting: ``x0`` weighs each image's noise error by 1/SNR of its timestep, capped at
             ``X0_WEIGHT_CAP`` (an error on the clean image rather than on the noise), or ``eps``
             (plain noise MSE, as diffusers' ControlNet script).
@@ -127,7 +131,7 @@ def training_step(
     errors = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
     weights = _loss_weights(noise_scheduler, steps, weighting)
     loss = (weights * errors).sum() / weights.sum()
-    return optimise(loss, optimizer, controlnet.parameters())
+    return optimise(loss, optimizer, controlnet.parameters(), accelerator)
 
 
 def _loss_weights(noise_scheduler, steps: torch.Tensor, weighting: str) -> torch.Tensor:
@@ -217,10 +221,15 @@ class Trainer(TrainerCore):
     def phase(self, step: int) -> str:
         return "ControlNet"
 
+    def resume_facts(self) -> dict:
+        data = getattr(self, "data", None)
+        return {"base_fingerprint": self.base.fingerprint if hasattr(self, "base") else None,
+                "pairs": data.summary["image_sha256_digest"] if data is not None else None}
+
     def step(self, step: int, optimizer) -> float:
         latents, embeddings, conditions = self._batch()
-        return training_step(self.controlnet, self.pipe.unet, self.noise_scheduler, latents, embeddings,
-                             conditions, optimizer, self.generator, self.args.loss_weighting)
+        return training_step(self.model, self.pipe.unet, self.noise_scheduler, latents, embeddings,
+                             conditions, optimizer, self.generator, self.args.loss_weighting, self.accelerator)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         index, dropped = self.draw(len(self.latents))
@@ -228,7 +237,7 @@ class Trainer(TrainerCore):
         conditions = self.data.masks[index.cpu()].to(self.device, torch.float32)[:, None].expand(-1, 3, -1, -1)
         return self.latents[index], self.embed(prompts), conditions
 
-    def save(self, step: int) -> None:
+    def save(self, step: int) -> Path:
         out = Path(self.args.out) / f"controlnet-{step}"
         metadata = {
             "step": step, "stage": None,
@@ -247,6 +256,7 @@ class Trainer(TrainerCore):
         }
         write_controlnet_folder(out, self.controlnet, metadata, self.save_dtype)
         logger.info("wrote %s", out)
+        return out
 
 
 def main(args: argparse.Namespace) -> int:
