@@ -26,8 +26,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# On a fresh install (no study database yet) the app also builds the demo project in the background
+# (--demo-project: phantom frames in the image set "demo", a single and a pair study rated by a simulated
+# panel, their metrics; about 5 minutes on a 2-core CPU). While there is no admin, the console prints a
+# one-time setup link to create one in the browser.
+DB_FILE = $(or $(POLYP_DB),$(or $(POLYP_DATA_DIR),data)/polypturing.db)
 run: $(VENV)/.installed
-	HOST=$(HOST) PORT=$(PORT) $(PY) app.py
+	HOST=$(HOST) PORT=$(PORT) $(PY) app.py $(if $(wildcard $(DB_FILE)),,--demo-project)
 
 # Conference kiosk: builds the embedded demo's pools if there are none (about 40 s on a 2-core CPU),
 # then serves the game (/) and the presenter view (/presenter). HOST=0.0.0.0 lets phones on the LAN play.
@@ -60,13 +65,13 @@ demo-analysis: demo-data
 
 # Synthetic labelled data for segmentation on the demo, CPU only: registers the phantom "real" frames with
 # their exact masks, trains a small ControlNet (1000 steps) on the demo's training frames on top of
-# checkpoint-4000, then generates 16 image+mask pairs per pathology from reshaped training masks
+# checkpoint-2500, then generates 16 image+mask pairs per pathology from reshaped training masks
 # (data/generated/controlnet-1000-*/images|masks/<label>/). About 6 minutes on a 2-core CPU (measured
 # 2026-11: 346 s, of which 300 s are the 1000 training steps at 0.29 s each), then the downstream
 # segmentation test (9 U-Net runs of about 20 s: about 4 more minutes).
 demo-segmentation: demo-data
 	$(PY) -m review.register --data data/demo-real --masks $(DEMO_SET)
-	$(PY) -m generation.masks.train --base assets/demo/checkpoint-4000 --data data/demo-train --out data/controlnets/demo --steps 1000
+	$(PY) -m generation.masks.train --base assets/demo/checkpoint-2500 --data data/demo-train --out data/controlnets/demo --steps 1000
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label AD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label NonAD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m evaluation.scorecard --segmentation --set demo

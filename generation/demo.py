@@ -6,12 +6,12 @@ Two runs, each in a work folder that keeps a checkpoint, and the training state 
 every 250 steps; run the command again after a stop and it continues from the newest one:
 1. ``--run``: the autoencoder (2500 steps), stage 1 (500 steps, generic prompt) and stage 2 (2000
    steps, pathology prompts);
-2. ``--run``-continued: 2000 more stage-2 steps at a lower learning rate on the UNet of run 1's
+2. ``--run``-continued: 1000 more stage-2 steps at a lower learning rate on the UNet of run 1's
    last checkpoint (``generation.train --base``), whose EMA weights it starts from.
 At the end four checkpoints are copied into ``--out`` without their training state, in fp16:
-steps 250 and 500 (stage 1: frames without pathology), 2500 (end of run 1) and 4500 (end of run
+steps 250 and 500 (stage 1: frames without pathology), 2500 (end of run 1) and 3500 (end of run
 2, assembled from run 1's autoencoder and run 2's UNet); ``--out``'s other checkpoints are
-removed. About 35 minutes on an idle 2-core CPU (docs/benchmarks.md); minutes on a GPU.
+removed. 82 minutes on this 2-core CPU with other jobs running (docs/benchmarks.md); minutes on a GPU.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 DEMO_STEPS = (250, 500, 2500)
 """Checkpoints of run 1 that are shipped: two early in stage 1 (frames without pathology), its last."""
 
-CONTINUED_STEPS = 2000
+CONTINUED_STEPS = 1000
 """Stage-2 steps of run 2; its last checkpoint is shipped as step ``DEMO_STEPS[-1] + CONTINUED_STEPS``."""
 
 DEMO_TRAINING = [

@@ -23,7 +23,7 @@ def test_assets_stay_within_their_budget():
 
 def test_demo_checkpoints_span_both_stages_and_are_marked_as_phantoms():
     found = discover_checkpoints(DEMO_DIR)
-    assert [(c.step, c.stage) for c in found] == [(250, 1), (500, 1), (2500, 2), (4500, 2)]
+    assert [(c.step, c.stage) for c in found] == [(250, 1), (500, 1), (2500, 2), (3500, 2)]
     assert [c.step for c in found] == [*DEMO_STEPS, DEMO_STEPS[-1] + CONTINUED_STEPS]
     assert all(c.is_phantom and "phantom demo" in c.label for c in found)
     assert all(c.metadata["saved_dtype"] == "fp16" for c in found)

@@ -28,7 +28,7 @@ from tests.review.test_presentation import bordered_frame, textured
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "real-sample"
-DEMO_CHECKPOINT = REPO / "assets" / "demo" / "checkpoint-4000"
+DEMO_CHECKPOINT = REPO / "assets" / "demo" / "checkpoint-2500"
 FORMAT_CUES = ("width", "height", "aspect", "is_jpeg", "blockiness", "metadata_keys", "has_exif_or_icc")
 SIZE_CUES = ("bytes_per_pixel", "field_fraction")
 FRAME_CUES = ("border_mean", "border_std", "border_r", "border_g", "border_b", "corner_mean", "corner_std",
