@@ -4,7 +4,8 @@ Environment variables (flags win): ``POLYP_DATA_DIR`` (default ``./data`` in the
 ``POLYP_CHECKPOINTS`` (default ``DATA/checkpoints``), ``POLYP_DB`` (default ``DATA/polypturing.db``),
 ``POLYP_BASE`` (base pipeline for training outputs ``checkpoint-<N>/unet`` and LoRA adapters),
 ``POLYP_DEVICE`` (auto|cpu|cuda), ``HOST`` (default 127.0.0.1), ``PORT`` (default 7860),
-``POLYP_KIOSK_DB`` (default ``DATA/kiosk.db``), ``POLYP_KIOSK_IDLE`` (kiosk reset after seconds idle, default 75).
+``POLYP_KIOSK_DB`` (default ``DATA/kiosk.db``), ``POLYP_KIOSK_IDLE`` (kiosk reset after seconds idle, default 75),
+``POLYP_PUBLIC_URL`` (the address raters open, for invitation links; default ``http://HOST:PORT``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from common.device import resolve_device
-from database.connection import connect
+from database.connection import ConnectionPool
 from generation.library import list_checkpoints
 from generation.pipelines import PipelineCache
 
@@ -40,6 +42,8 @@ class AppConfig:
     kiosk: bool = False
     kiosk_db: Path | None = None
     kiosk_idle_s: float = 75.0
+    demo_project: bool = False  # build the demo project in the background at start unless it exists
+    public_url: str | None = None  # the address raters open (invitation links); None: http://HOST:PORT
 
     @property
     def generated_dir(self) -> Path:
@@ -50,6 +54,11 @@ class AppConfig:
     def kiosk_db_path(self) -> Path:
         """The conference kiosk's own database (never the study database): ``kiosk_db`` or ``DATA/kiosk.db``."""
         return self.kiosk_db or self.data_dir / "kiosk.db"
+
+    @property
+    def link_base(self) -> str:
+        """The start of every invitation link, without a trailing slash: ``public_url`` or ``http://HOST:PORT``."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port to serve on (env PORT; default 7860)")
     parser.add_argument("--kiosk", action="store_true", help="serve the conference kiosk (spot the synthetic polyp) instead of the workbench")
     parser.add_argument("--kiosk-db", type=Path, help="the kiosk's own database (env POLYP_KIOSK_DB; default DATA/kiosk.db)")
+    parser.add_argument("--public-url", help="the address raters open, for full invitation links, e.g. https://review.example.org "
+                        "behind a TLS proxy (env POLYP_PUBLIC_URL; default http://HOST:PORT)")
+    parser.add_argument("--demo-project", action="store_true",
+                        help="at start, build the demo project in the background unless it exists: phantom frames in "
+                             "the image set 'demo', a single and a pair study rated by a simulated panel, their metrics "
+                             "(what `make run` passes when the data folder has no database yet)")
     parser.add_argument("--kiosk-idle", type=float, help="kiosk: seconds without a touch before it returns to its start screen (env POLYP_KIOSK_IDLE; default 75)")
     return parser
 
@@ -101,7 +116,20 @@ def build_config(argv: list[str] | None = None, env: Mapping[str, str] | None = 
         kiosk=args.kiosk,
         kiosk_db=Path(args.kiosk_db or env["POLYP_KIOSK_DB"]) if (args.kiosk_db or env.get("POLYP_KIOSK_DB")) else None,
         kiosk_idle_s=_kiosk_idle(parser, args.kiosk_idle, env.get("POLYP_KIOSK_IDLE")),
+        demo_project=args.demo_project,
+        public_url=_public_url(parser, args.public_url or env.get("POLYP_PUBLIC_URL")),
     )
+
+
+def _public_url(parser: argparse.ArgumentParser, text: str | None) -> str | None:
+    """The ``--public-url`` / ``POLYP_PUBLIC_URL`` value, checked: http(s), a host, no query or fragment."""
+    if not text:
+        return None
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        parser.error(f"--public-url (POLYP_PUBLIC_URL) must be an http:// or https:// address without ?query or "
+                     f"#fragment, e.g. https://review.example.org, got {text!r}")
+    return text.strip().rstrip("/")
 
 
 def _kiosk_idle(parser: argparse.ArgumentParser, flag: float | None, text: str | None) -> float:
@@ -141,14 +169,16 @@ class Services:
 
     config: AppConfig
     pipelines: object = field(default=None)
+    pool: ConnectionPool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.pool = ConnectionPool(self.config.db_path)  # one per app: its lock queues the app's writers
         if self.pipelines is None:
             self.pipelines = PipelineCache(resolve_device(self.config.device), self.config.max_cached_pipelines)
 
     def db(self):
-        """``with services.db() as db:``: a new connection to the study database (migrated), closed afterwards."""
-        return connect(self.config.db_path)
+        """``with services.db() as db:``: this thread's connection to the study database (migrated, kept open)."""
+        return self.pool.connection()
 
     def checkpoints(self):
         """Every checkpoint of the embedded demo and the checkpoints folder, sorted by training step."""

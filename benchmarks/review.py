@@ -1,50 +1,61 @@
-"""Review server latency: submit -> next item (p50/p95) with 1 and 20 raters at once, and SQLite commits/s.
+"""Review latency, submit -> next item (p50/p95), for 1 and N raters at once: this checkout against a baseline commit.
 
-    .venv/bin/python benchmarks/review.py [--raters 20] [--trials 20]
+    .venv/bin/python benchmarks/review.py [--raters 20] [--trials 20] [--baseline 1468bbf] [--no-http]
 
-Two measurements of the same path:
-- in-process: the work one submit handler does (``studies.submit`` + ``studies.next_item``, each
-  with its own SQLite connection, as in the app), timed per call from 1 and from N threads;
-- over HTTP: the same through the served app with gradio_client (queue, JSON, file cache included).
-Baseline for the commit rate: a bare ``INSERT`` + commit per row into a table of the same shape,
-measured in the same run.
+Each code tree (the baseline commit, exported with ``git archive``, and this checkout) is measured
+in its own worker process, in the same run, the same way:
+- in-process: the work one submit handler does, timed per call from 1 and from N threads. A tree
+  with ``studies.submit_and_next`` is timed as its Rate tab calls it (``Services.db()``, the session
+  check, ``submit_and_next``); an older tree as that code was timed (``studies.submit`` then
+  ``studies.next_item`` on one ``connect``);
+- over HTTP: the served app (``create_app(config).queue(default_concurrency_limit=2)``, as app.py
+  serves it) driven by gradio_client from N threads on the same machine, each a signed-in rater
+  calling ``/submit_rating`` until the schedule ends (queue, JSON and the image download included).
+  The clients pass ``ssl_verify=False``: each gradio_client request builds new httpx clients,
+  and with TLS verification on each one loads the CA bundle (about 60 ms of client CPU, three
+  times per request, for a plain-HTTP 127.0.0.1 address). ``--gradio-client-defaults`` measures
+  with that cost, as the figures in issue 17 were.
+Every submit must be stored exactly once; the worker checks the ratings table afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import platform
-import sqlite3
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from datetime import datetime, timezone
+from io import BytesIO
 from pathlib import Path
 
-if __name__ == "__main__":
-    # Run as a script only, and before gradio and torch are imported below (as `python app.py` does):
-    # no usage reports, no Hub downloads, idle OpenMP threads that sleep; the project from any folder.
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app import create_app  # noqa: E402
-from appconfig import AppConfig  # noqa: E402
-from database import ratings as rating_store  # noqa: E402
-from database import studies as study_store  # noqa: E402
-from database.connection import connect  # noqa: E402
-from review import studies, study_setup  # noqa: E402
-from review.design import StudyDesign  # noqa: E402
-from tests.review.conftest import add_images  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]
+BASELINE_REF = "1468bbf"  # the code measured in issue 17: server 12 / 143 ms (p50 / p95, 20 raters), HTTP 156 ms p50
 ANSWER = {"real_or_synthetic": "real", "source_confidence": 3, "realism": 4, "pathology": "AD", "pathology_confidence": 2}
+HTTP_ANSWER = ("real", "3", "4", "AD", "2", [], "", None, None, None, None)
 
 
-def make_study(tmp: Path, raters: int, trials: int) -> tuple[AppConfig, int]:
+# ---------------------------------------------------------------------------------------------
+# The worker: runs inside one code tree (its folder first on sys.path), prints its times as JSON
+
+
+def make_study(tmp: Path, raters: int, trials: int):
+    """A single-mode study of about ``trials`` trials per rater, open, with ``raters`` raters r00, r01, ..."""
+    # Imported here: from the code tree this worker measures (its folder was put first on sys.path).
+    from appconfig import AppConfig
+    from database import raters as rater_store
+    from database import studies as study_store
+    from database.connection import connect
+    from review import studies, study_setup
+    from review.design import StudyDesign
+    from tests.review.conftest import add_images
+
     config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "ck", db_path=tmp / "study.db", device="cpu")
     with connect(config.db_path) as db:
         ids = add_images(db, tmp / "images", n_real=trials, n_synthetic=max(1, trials // 4))
@@ -56,39 +67,58 @@ def make_study(tmp: Path, raters: int, trials: int) -> tuple[AppConfig, int]:
         created = study_setup.create_study(db, config.data_dir, admin, "bench", design, specs)
         study_store.set_study_audit(db, created.study_id, {"passed": True, "leaks": []})
         study_setup.open_study(db, admin, created.study_id)
+        for spec in specs:  # the profile is asked before the first trial: given already
+            rater_store.set_profile(db, rater_store.get_rater_by_username(db, spec.username)["id"], "gastroenterology",
+                                    10, "1000-5000")
     return config, created.study_id
 
 
-def rate_in_process(config: AppConfig, study_id: int, user: str, password: str) -> list[float]:
-    with connect(config.db_path) as db:
+def rate_in_process(services, study_id: int, user: str, password: str) -> list[float]:
+    """One rater's submits through the server-side functions; seconds per submit -> next item."""
+    # Imported here: from the code tree this worker measures.
+    from review import studies
+
+    with services.db() as db:
         token = studies.sign_in(db, user, password)
         view = studies.next_item(db, token, study_id)
+    combined = hasattr(studies, "submit_and_next")
     times = []
     while view is not None:
+        key = f"key-{user}-{view.trial_id}"
         start = time.perf_counter()
-        with connect(config.db_path) as db:
-            studies.submit(db, token, study_id, view.trial_id, ANSWER, f"key-{user}-{view.trial_id}")
-            view = studies.next_item(db, token, study_id)
+        with services.db() as db:
+            if combined:  # as the Rate tab's submit calls it
+                studies.account(db, token)
+                _, view = studies.submit_and_next(db, token, study_id, view.trial_id, ANSWER, key)
+            else:  # the baseline's path, as its benchmark timed it
+                studies.submit(db, token, study_id, view.trial_id, ANSWER, key)
+                view = studies.next_item(db, token, study_id)
         times.append(time.perf_counter() - start)
     return times
 
 
-def rate_over_http(url: str, study_id: int, user: str, password: str) -> list[float]:
+def rate_over_http(url: str, study_id: int, user: str, password: str, client_defaults: bool) -> list[float]:
+    """One rater's submits through the served app with gradio_client; seconds per ``/submit_rating``."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, ssl_verify=client_defaults)
     token = client.predict(user, password, api_name="/sign_in")[0]
     reply = client.predict(token, study_id, api_name="/next_trial")
     times = []
     while reply[2]:
         start = time.perf_counter()
-        reply = client.predict(token, study_id, reply[2], reply[3], "real", "3", "4", "AD", "2", [], "", None, None, None, None,
-                               api_name="/submit_rating")
+        reply = client.predict(token, study_id, reply[2], reply[3], *HTTP_ANSWER, api_name="/submit_rating")
         times.append(time.perf_counter() - start)
     return times
 
 
-def run(raters: int, trials: int, how: str) -> list[float]:
+def measure(how: str, raters: int, trials: int, client_defaults: bool = False) -> list[float]:
+    """Seconds per submit of ``raters`` raters rating at once (``how``: in-process or http), on a fresh study."""
+    # Imported here: from the code tree this worker measures.
+    from app import create_app
+    from appconfig import Services
+    from database.connection import connect
+
     with tempfile.TemporaryDirectory() as tmp:
         config, study_id = make_study(Path(tmp), raters, trials)
         users = [(f"r{i:02d}", f"password-{i:02d}") for i in range(raters)]
@@ -97,68 +127,113 @@ def run(raters: int, trials: int, how: str) -> list[float]:
             app = create_app(config).queue(default_concurrency_limit=2)
             app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
         try:
+            services = Services(config)
             with concurrent.futures.ThreadPoolExecutor(raters) as pool:
                 if how == "http":
-                    jobs = [pool.submit(rate_over_http, app.local_url, study_id, u, p) for u, p in users]
+                    jobs = [pool.submit(rate_over_http, app.local_url, study_id, u, p, client_defaults) for u, p in users]
                 else:
-                    jobs = [pool.submit(rate_in_process, config, study_id, u, p) for u, p in users]
-                return [t for job in jobs for t in job.result()]
+                    jobs = [pool.submit(rate_in_process, services, study_id, u, p) for u, p in users]
+                times = [t for job in jobs for t in job.result()]
         finally:
             if app is not None:
                 app.close()
-
-
-def commit_rates(n: int = 500) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        config, study_id = make_study(Path(tmp), 1, 8)
         with connect(config.db_path) as db:
-            trial_ids = [row["id"] for row in db.query("SELECT id FROM trials")]
-            rater = next(db.query("SELECT id FROM raters WHERE username = 'r00'"))["id"]
-            # ratings of one trial are refused after the first, so time fresh trials: re-insert after deleting
-            start = time.perf_counter()
-            for i in range(n):
-                trial = trial_ids[i % len(trial_ids)]
-                if i >= len(trial_ids):
-                    with db.atomic():
-                        db.execute("DELETE FROM ratings WHERE trial_id = ?", [trial])
-                rating_store.insert_rating(db, trial, rater, f"commit-{i:06d}", ANSWER)
-            ours = n / (time.perf_counter() - start)
-        bare = sqlite3.connect(Path(tmp) / "bare.db", isolation_level=None)
-        bare.execute("PRAGMA journal_mode=WAL")
-        bare.execute("CREATE TABLE r (id INTEGER PRIMARY KEY, k TEXT UNIQUE, a TEXT, b INT, c INT, d TEXT, e INT)")
-        start = time.perf_counter()
-        for i in range(n):
-            bare.execute("BEGIN")
-            bare.execute("INSERT INTO r (k, a, b, c, d, e) VALUES (?, 'real', 3, 4, 'AD', 2)", [f"k{i}"])
-            bare.execute("COMMIT")
-        baseline = n / (time.perf_counter() - start)
-        bare.close()
-    return ours, baseline
+            stored = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
+        if stored != len(times):
+            raise RuntimeError(f"{len(times)} submits acknowledged but {stored} ratings stored")
+        return times
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] * 1000
+def worker(runs: list[list], client_defaults: bool) -> None:
+    """Print ``{"how/raters": [seconds, ...]}`` for each (how, raters, trials) of ``runs``."""
+    out = {f"{how}/{raters}": measure(how, raters, trials, client_defaults) for how, raters, trials in runs}
+    print(json.dumps(out))
 
 
-def main() -> None:
+# ---------------------------------------------------------------------------------------------
+# The driver: exports the baseline, runs one worker per tree, prints the table
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """The files of commit ``ref`` in a new folder under ``into`` (``git archive``; the checkout is not touched)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", ref],
+                             check=True, capture_output=True).stdout
+    folder = into / f"baseline-{ref}"
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def run_worker(tree: Path, runs: list[list], client_defaults: bool) -> dict[str, list[float]]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--runs", json.dumps(runs)]
+    if client_defaults:
+        command.append("--gradio-client-defaults")
+    done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the worker for {tree} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pct(values: list[float], q: int) -> float:
+    """The ``q``-th percentile of ``values`` (seconds), in milliseconds."""
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+def print_table(results: dict[str, dict[str, list[float]]], runs: list[list], baseline: str | None) -> None:
+    print("| path | raters at once | code | submits | p50 ms | p95 ms | p50 / baseline | p95 / baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for how, raters, _ in runs:
+        key = f"{how}/{raters}"
+        base = results[baseline][key] if baseline else None
+        for label, measured in results.items():
+            times = measured[key]
+            ratio = (f"{pct(times, 50) / pct(base, 50):.2f} | {pct(times, 95) / pct(base, 95):.2f}"
+                     if base else "- | -")
+            print(f"| {how} | {raters} | {label} | {len(times)} | {pct(times, 50):.1f} | {pct(times, 95):.1f} | {ratio} |")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raters", type=int, default=20)
-    parser.add_argument("--trials", type=int, default=20, help="approximate trials per rater")
-    args = parser.parse_args()
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; command: {' '.join(sys.argv)}\n")
-    print("| path | raters at once | submits | p50 ms | p95 ms | p95 / p95 of 1 rater |")
-    print("|---|---|---|---|---|---|")
-    for how in ("in-process", "http"):
-        base = None
-        for raters in (1, args.raters):
-            times = run(raters, args.trials, how)
-            p95 = pct(times, 95)
-            base = base or p95
-            print(f"| {how} | {raters} | {len(times)} | {pct(times, 50):.1f} | {p95:.1f} | {p95 / base:.2f} |")
-    ours, bare = commit_rates()
-    print(f"\nSQLite commits: insert_rating {ours:.0f}/s; bare INSERT+COMMIT baseline {bare:.0f}/s (ratio {ours / bare:.2f})")
+    parser.add_argument("--raters", type=int, default=20, help="raters rating at once (default 20); 1 is measured too")
+    parser.add_argument("--trials", type=int, default=20, help="approximate trials per rater (default 20)")
+    parser.add_argument("--baseline", default=BASELINE_REF, help=f"git commit to compare with (default {BASELINE_REF}); '' for none")
+    parser.add_argument("--tree", type=Path, default=REPO, help="the code to measure (default this checkout)")
+    parser.add_argument("--no-http", action="store_true", help="only the in-process path")
+    parser.add_argument("--gradio-client-defaults", action="store_true",
+                        help="HTTP clients with httpx's TLS verification on (a CA bundle loaded per request), as in issue 17")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--runs", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.runs), args.gradio_client_defaults)
+        return
+    runs = [[how, raters, args.trials] for how in ("in-process", *(() if args.no_http else ("http",)))
+            for raters in dict.fromkeys((1, args.raters))]
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f}; date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"command: {' '.join(sys.argv)}\n")
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        label = None
+        try:
+            baseline = export_tree(args.baseline, Path(tmp)) if args.baseline else None
+        except (OSError, subprocess.CalledProcessError) as error:  # no git, or a copy without that commit
+            print(f"no baseline: commit {args.baseline!r} could not be exported ({error}); measuring this tree only\n")
+            baseline = None
+        if baseline is not None:
+            label = f"baseline {args.baseline}"
+            results[label] = run_worker(baseline, runs, args.gradio_client_defaults)
+        results["this tree" if args.tree == REPO else str(args.tree)] = run_worker(args.tree, runs, args.gradio_client_defaults)
+    print_table(results, runs, label)
+    print(f"\nEvery submit was stored exactly once; load average after the run {os.getloadavg()[0]:.1f}.")
 
 
 if __name__ == "__main__":
+    # Run as a script only, and before gradio and torch are imported (as `python app.py` does): no usage
+    # reports, no Hub downloads, idle OpenMP threads that sleep; a worker imports the tree it measures.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "--worker" in sys.argv:
+        sys.path.insert(0, sys.argv[sys.argv.index("--worker") + 1])
     main()

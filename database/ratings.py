@@ -11,12 +11,23 @@ from typing import Any
 
 import sqlite_utils
 
+from database.studies import _TRIAL_SELECT
+
 RATING_FIELDS: tuple[str, ...] = (
     "real_or_synthetic", "source_confidence", "realism", "pathology", "pathology_confidence",
     "synthetic_choice", "choice_confidence", "pathology_left", "pathology_right", "artifacts",
     "comment", "response_ms", "mask_fit",
 )
 
+
+def unrated_trials(db: sqlite_utils.Database, study_id: int, rater_id: int, limit: int) -> list[dict]:
+    """The rater's first ``limit`` unrated trials in schedule order (the one to show now, then the next ones).
+
+    The rows are ``database.studies.next_trial``'s (the trial, its presented files, ``rating_id``).
+    """
+    return list(db.query(
+        f"{_TRIAL_SELECT} WHERE trials.study_id = ? AND trials.rater_id = ? AND ratings.id IS NULL"
+        " ORDER BY trials.position LIMIT ?", [study_id, rater_id, limit]))
 
 
 def insert_rating(db: sqlite_utils.Database, trial_id: int, rater_id: int, key: str,
@@ -36,13 +47,15 @@ def insert_rating(db: sqlite_utils.Database, trial_id: int, rater_id: int, key: 
         cursor = db.execute(
             f"INSERT INTO ratings (trial_id, rater_id, idempotency_key, {', '.join(RATING_FIELDS)})"
             f" VALUES (?, ?, ?, {', '.join('?' for _ in RATING_FIELDS)})"
-            " ON CONFLICT DO NOTHING",
+            " ON CONFLICT DO NOTHING RETURNING *",
             [trial_id, rater_id, key, *(row[field] for field in RATING_FIELDS)],
         )
-        stored = cursor.rowcount == 1
+        inserted = cursor.fetchall()  # to the end: the statement must be done before the transaction ends
+        if inserted:
+            return True, dict(zip([column[0] for column in cursor.description], inserted[0]))
         existing = next(db.query("SELECT * FROM ratings WHERE trial_id = ? OR idempotency_key = ?",
                                  [trial_id, key]))
-    return stored, existing
+    return False, existing
 
 
 def rater_ratings(db: sqlite_utils.Database, study_id: int, rater_id: int) -> list[dict]:

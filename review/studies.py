@@ -3,8 +3,8 @@
 Every function that acts for a person takes that person's session token and checks it here,
 server side: a rater reaches only their own trials, never another rater's answers, never admin
 functions, whatever the browser sends. Errors a person can fix are ``ReviewError``s with a
-message saying what to do. (A little over 400 lines: every rule here starts from the same session
-check and the same errors, and keeping them in one module keeps that check in one place.)
+message saying what to do. (About 490 lines: every rule here starts from the same session check
+and the same errors, and keeping them in one module keeps that check in one place.)
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ class Forbidden(ReviewError):
     """Signed in, but not allowed to do this (e.g. a rater calling an admin function)."""
 
 
+class MissingAnswers(ReviewError):
+    """A rating without some of its required answers; ``names`` lists every one left out."""
+
+    def __init__(self, names: list[str], message: str):
+        self.names = tuple(names)
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Account:
     """Who a session belongs to (no password hash)."""
@@ -67,6 +75,7 @@ class TrialView:
     mode: str
     image_paths: tuple[str, ...]  # presented files, named by random token
     ask_mask_fit: bool = False  # the image shows a polyp mask's outline: does it fit the lesion?
+    upcoming: tuple[str, ...] = ()  # presented files of the trial after this one (the browser preloads them)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,18 +257,9 @@ def next_item(db: sqlite_utils.Database, session: str, study_id: int) -> TrialVi
         ReviewError: If the study is not open.
     """
     who, study = _rater_study(db, session, study_id)
-    trial = study_store.next_trial(db, study_id, who.id)
-    if trial is None:
-        return None
-    study_store.mark_shown(db, trial["id"])
-    rated, total = study_store.rater_progress(db, study_id, who.id)
-    paths = (trial["left_path"],) if trial["right_path"] is None else (trial["left_path"], trial["right_path"])
-    for path in paths:
-        if not Path(path).is_file():
-            raise ReviewError("an image of this trial could not be loaded; the organiser has been "
-                              "told in the server log; please try again later")
-    ask = bool(study["design"].get("show_masks")) and trial["kind"] != "attention"
-    return TrialView(study_id, trial["id"], rated + 1, total, study["mode"], paths, ask)
+    with db.atomic():
+        view = _show_next(db, study, who.id, rating_store.unrated_trials(db, study["id"], who.id, 2))
+    return _loadable(view)
 
 
 def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int, answers: dict,
@@ -279,16 +279,79 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
         True if stored now, False if this trial already had a rating (repeated submit).
 
     Raises:
-        Forbidden: If the trial is not this rater's (or not in this study), or ``response_ms``
-            is given for a real account.
+        Forbidden: If the trial is not this rater's (or not in this study), if it is not the trial
+            shown last (``next_item``), or ``response_ms`` is given for a real account.
         ReviewError: If an answer is missing or outside its allowed values.
     """
     who, study = _rater_study(db, session, study_id)
-    trial = study_store.get_trial(db, int(trial_id))
-    if trial is None or trial["rater_id"] != who.id or trial["study_id"] != study_id:
-        raise Forbidden("this trial is not in your schedule")
-    if trial["rating_id"] is None and not _is_shown_now(db, trial, who.id):
-        raise Forbidden("this is not the image you are being shown now: press Start / resume")
+    with db.atomic():
+        return _store(db, who, study, trial_id, answers, key, response_ms)[0]
+
+
+def submit_and_next(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int, answers: dict,
+                    key: str, *, response_ms: int | None = None) -> tuple[bool, TrialView | None]:
+    """``submit`` then ``next_item`` in one transaction: one session check, one commit.
+
+    What the Rate tab's submit does: the rating is committed (durable) before the reply leaves,
+    and the next trial's response clock starts in the same commit.
+
+    Returns:
+        (stored now, as ``submit``; the next trial, or None when the rater has finished).
+
+    Raises:
+        The errors of ``submit`` (nothing is stored) and ``next_item`` (the rating is kept).
+    """
+    who, study = _rater_study(db, session, study_id)
+    with db.atomic():
+        stored, unrated = _store(db, who, study, trial_id, answers, key, response_ms)
+        view = _show_next(db, study, who.id, unrated)
+    return stored, _loadable(view)
+
+
+def _show_next(db: sqlite_utils.Database, study: dict, rater_id: int, trials: list[dict]) -> TrialView | None:
+    """The first of ``trials`` (the rater's unrated ones, in order) as a view, its clock started; inside ``db.atomic()``."""
+    if not trials:
+        return None
+    trial = trials[0]
+    study_store.mark_shown(db, trial["id"])
+    rated, total = study_store.rater_progress(db, study["id"], rater_id)
+    ask = bool(study["design"].get("show_masks")) and trial["kind"] != "attention"
+    upcoming = _paths(trials[1]) if len(trials) > 1 else ()
+    return TrialView(study["id"], trial["id"], rated + 1, total, study["mode"], _paths(trial), ask, upcoming)
+
+
+def _loadable(view: TrialView | None) -> TrialView | None:
+    """``view`` once its presented files are known to exist (checked after the commit, which they do not undo)."""
+    for path in view.image_paths if view else ():
+        if not Path(path).is_file():
+            logger.error("presented image of study %s trial %s is missing: %s", view.study_id, view.trial_id, path)
+            raise ReviewError("an image of this trial could not be loaded; the organiser has been "
+                              "told in the server log; please try again later")
+    return view
+
+
+def _paths(trial: dict) -> tuple[str, ...]:
+    return (trial["left_path"],) if trial["right_path"] is None else (trial["left_path"], trial["right_path"])
+
+
+def _store(db: sqlite_utils.Database, who: Account, study: dict, trial_id: int, answers: dict, key: str,
+           response_ms: int | None) -> tuple[bool, list[dict]]:
+    """``submit``'s checks and its one INSERT, inside ``db.atomic()``; returns (stored, the unrated trials after it).
+
+    A trial may be rated only while it is the one ``next_item`` showed last: the rater's first
+    unrated trial, already shown. A trial already rated gets the repeated-submit answer.
+    """
+    unrated = rating_store.unrated_trials(db, study["id"], who.id, 3)
+    if unrated and unrated[0]["id"] == int(trial_id):
+        trial = unrated[0]
+        if trial["shown_at"] is None:
+            raise Forbidden(NOT_SHOWN)
+    else:
+        trial = study_store.get_trial(db, int(trial_id))
+        if trial is None or trial["rater_id"] != who.id or trial["study_id"] != study["id"]:
+            raise Forbidden("this trial is not in your schedule")
+        if trial["rating_id"] is None:
+            raise Forbidden(NOT_SHOWN)
     if not isinstance(key, str) or not 8 <= len(key) <= 128:
         raise ReviewError("submit key must be 8-128 characters")
     clean = validate_answers(study["mode"], answers,
@@ -303,13 +366,10 @@ def submit(db: sqlite_utils.Database, session: str, study_id: int, trial_id: int
     stored, existing = rating_store.insert_rating(db, trial["id"], who.id, key, clean)
     if not stored and existing["trial_id"] != trial["id"]:
         raise ReviewError("this submit key was already used for another trial")
-    return stored
+    return stored, unrated[1:] if stored else unrated
 
 
-def _is_shown_now(db: sqlite_utils.Database, trial: dict, rater_id: int) -> bool:
-    """Whether ``trial`` is the one ``next_item`` showed the rater last: their first unrated, already shown."""
-    current = study_store.next_trial(db, trial["study_id"], rater_id)
-    return current is not None and current["id"] == trial["id"] and trial["shown_at"] is not None
+NOT_SHOWN = "this is not the image you are being shown now: press Start / resume"
 
 
 def validate_answers(mode: str, answers: dict, mask_fit: bool = False) -> dict:
@@ -324,6 +384,11 @@ def validate_answers(mode: str, answers: dict, mask_fit: bool = False) -> dict:
         required = {"synthetic_choice": ("left", "right"), "pathology_left": PATHOLOGY_CALLS,
                     "pathology_right": PATHOLOGY_CALLS}
         scales = ("choice_confidence",)
+    asked = {**required, **dict.fromkeys(scales, ("1", "2", "3", "4", "5")), **({"mask_fit": MASK_FIT} if mask_fit else {})}
+    missing = [name for name in asked if answers.get(name) in (None, "")]
+    if missing:  # every one named at once
+        raise MissingAnswers(missing, "unanswered: " + "; ".join(
+            f"{_question(name)}: choose one of {', '.join(asked[name])}" for name in missing))
     clean: dict = {}
     for name, allowed in required.items():
         if answers.get(name) not in allowed:

@@ -1,0 +1,154 @@
+"""database.connection: immediate transactions, the SELECT fast path, synchronous mode, and the per-thread pool."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from database.connection import ConnectionPool, connect
+
+COUNTER = "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)"
+
+
+@pytest.fixture
+def path(tmp_path):
+    file = tmp_path / "study.db"
+    with connect(file) as db:
+        db.execute(COUNTER)
+        db.execute("INSERT INTO counter (id, n) VALUES (1, 0)")
+        db.conn.commit()
+    return file
+
+
+def test_atomic_takes_the_write_lock_when_it_begins(path):
+    # A deferred BEGIN would let another connection write until this one's first write, and a
+    # read-then-write transaction could then fail on a moved snapshot: BEGIN IMMEDIATE holds the lock.
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with connect(path) as db, db.atomic():
+        db.execute("SELECT n FROM counter").fetchone()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")  # free once the transaction committed
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_nested_atomic_is_a_savepoint_that_rolls_back_alone(path):
+    with connect(path) as db:
+        with db.atomic():
+            db.execute("UPDATE counter SET n = 1")
+            with pytest.raises(RuntimeError), db.atomic():
+                db.execute("UPDATE counter SET n = 2")
+                raise RuntimeError("inner fails")
+        assert db.execute("SELECT n FROM counter").fetchone()[0] == 1
+
+
+def test_select_fast_path_returns_the_rows_and_leaves_no_transaction_open(path):
+    with connect(path) as db:
+        db.execute("INSERT INTO counter (id, n) VALUES (2, 5)")
+        db.conn.commit()
+        assert next(db.query("  select id, n AS n FROM counter WHERE id = ?", [2])) == {"id": 2, "n": 5}
+        assert not db.conn.in_transaction
+        assert [row["id"] for row in db.query("SELECT id FROM counter ORDER BY id")] == [1, 2]
+        # Anything but a plain SELECT keeps sqlite-utils' guarded path: a row-less write is refused and undone.
+        with pytest.raises(ValueError, match="returns rows"):
+            db.query("UPDATE counter SET n = 9")
+        assert db.execute("SELECT n FROM counter WHERE id = 2").fetchone()[0] == 5
+        assert next(db.query("INSERT INTO counter (n) VALUES (7) RETURNING n")) == {"n": 7}
+
+
+def test_files_use_wal_with_normal_sync(path):
+    with connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_pool_keeps_one_connection_per_thread(path):
+    pool = ConnectionPool(path)
+    with pool.connection() as first:
+        pass
+    with pool.connection() as again:
+        assert again is first  # reused: no schema read, no migration check
+    seen = []
+
+    def use():
+        with pool.connection() as db:
+            seen.append(db)
+            db.execute("SELECT n FROM counter").fetchone()  # usable in its own thread
+
+    worker = threading.Thread(target=use)
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not first
+    pool.close()
+
+
+def test_pool_nested_use_gets_a_second_connection(path):
+    pool = ConnectionPool(path)
+    with pool.connection() as outer:
+        with pool.connection() as inner:
+            assert inner is not outer
+            inner.execute("SELECT 1").fetchone()
+        outer.execute("SELECT 1").fetchone()
+    with pool.connection() as later:
+        assert later is inner  # one is kept, the other closed
+    pool.close()
+
+
+def test_pool_rolls_back_what_a_caller_left_open(path):
+    pool = ConnectionPool(path)
+    with pool.connection() as db:
+        db.conn.execute("BEGIN")
+        db.conn.execute("UPDATE counter SET n = 42")
+    with pool.connection() as db:
+        assert not db.conn.in_transaction
+        assert db.execute("SELECT n FROM counter").fetchone()[0] == 0
+    pool.close()
+
+
+def test_pool_replaces_a_connection_its_caller_closed(path):
+    pool = ConnectionPool(path)
+    with pool.connection() as db:
+        db.close()
+    with pool.connection() as fresh:
+        assert fresh is not db
+        assert fresh.execute("SELECT n FROM counter").fetchone()[0] == 0
+    pool.close()
+
+
+def test_pool_writers_take_turns_and_lose_no_update(path):
+    # Read-then-write increments from many threads at once: each must see the one before committed.
+    pool = ConnectionPool(path)
+    order: list[str] = []
+    errors: list[BaseException] = []
+
+    def increment(name: str) -> None:
+        try:
+            with pool.connection() as db, db.atomic():
+                n = db.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
+                order.append(f"{name} in")
+                time.sleep(0.01)  # others now try to write
+                db.execute("UPDATE counter SET n = ? WHERE id = 1", [n + 1])
+                order.append(f"{name} out")
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=increment, args=(f"t{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with connect(path) as db:
+        assert db.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0] == 8
+    # Never two writers inside at once: every "in" is followed by its own "out".
+    assert all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, len(order), 2))
+
+
+def test_pool_refuses_memory_databases():
+    with pytest.raises(ValueError, match=":memory:"):
+        ConnectionPool(":memory:")
