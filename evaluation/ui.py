@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from common import numbers
 from common.device import resolve_device
 from database.metric_results import list_results
 from evaluation.cache import FeatureCache
@@ -21,11 +23,14 @@ from evaluation.metrics import MetricSettings
 from evaluation.scorecard import ALL_METRICS, SCOPES, compute_scorecard
 from evaluation.segmentation.scorecard import SEGMENTATION_EXTRACTOR, compute_segmentation_scorecard
 from evaluation.segmentation.settings import SegmentationSettings
-from generation.ui import user_errors_of
+from generation.ui import next_step_text, user_errors_of
 from review.studies import ReviewError, require_admin
 
 TABLE = ["step", "checkpoint", "scope", "metric", "value", "CI low", "CI high", "n real", "n fake", "extractor", "note", "computed"]
 LOWER_IS_BETTER = {"fid", "kid", "diversity_ms_ssim", "memorisation"}
+EVALUATE_NEXT = ("press *Compute / refresh metrics* to score every checkpoint against the registered real images "
+                 "(EfficientNet is the faster extractor on a CPU), then choose a metric below to follow it over "
+                 "training steps; *Show stored results* reads earlier runs.")
 
 user_errors = user_errors_of(ReviewError, *USER_ERRORS)
 
@@ -64,6 +69,7 @@ class _Layout:
 
 
 def _layout() -> _Layout:
+    gr.Markdown(next_step_text(EVALUATE_NEXT), elem_id="evaluate-next")
     gr.Markdown(
         "Metrics per checkpoint, per pathology and pooled, against the registered real images. Features are cached "
         "by (image sha256, extractor, preprocessing), so a new checkpoint costs only its own images. "
@@ -151,14 +157,19 @@ def _sizes(text: str) -> tuple:
     return tuple(sizes)
 
 
-def _table(rows: list[dict]) -> list[list]:
+def _table(rows: list[dict]):
+    """The stored results as a table: each value and CI at its metric's precision (``common.numbers``)."""
     out = []
     for r in rows:
         note = (r["details"] or {}).get("skipped") or "; ".join((r["details"] or {}).get("warnings", []))
-        out.append([r["checkpoint_step"], r["checkpoint_name"], r["scope"], r["metric"], _round(r["value"]),
-                    _round(r["ci_low"]), _round(r["ci_high"]), r["n_real"], r["n_fake"], r["extractor"], note[:200],
-                    r["computed_at"]])
-    return out
+        out.append([r["checkpoint_step"], r["checkpoint_name"], r["scope"], r["metric"], r["value"], r["ci_low"],
+                    r["ci_high"], r["n_real"], r["n_fake"], r["extractor"], note[:200], (r["computed_at"] or "")[:16]])
+    frame = pd.DataFrame(out, columns=TABLE)
+    styler = frame.style.format({c: numbers.shower("count") for c in ("step", "n real", "n fake")}, na_rep=numbers.MISSING)
+    for metric in frame["metric"].unique():
+        chosen = pd.IndexSlice[frame.index[frame["metric"] == metric], ["value", "CI low", "CI high"]]
+        styler = styler.format(numbers.shower(numbers.metric_kind(metric)), subset=chosen)
+    return styler.hide(axis="index")
 
 
 def _figure(rows: list[dict], metric: str, scope: str, extractor: str) -> go.Figure:
@@ -170,11 +181,13 @@ def _figure(rows: list[dict], metric: str, scope: str, extractor: str) -> go.Fig
         figure.add_trace(go.Scatter(x=steps + steps[::-1],
                                     y=[r["ci_high"] for r in chosen] + [r["ci_low"] for r in chosen][::-1],
                                     fill="toself", line={"width": 0}, opacity=0.25, name="CI", hoverinfo="skip"))
+    shown = numbers.d3_format(numbers.metric_kind(metric))
     figure.add_trace(go.Scatter(x=steps, y=[r["value"] for r in chosen], mode="lines+markers", name=metric,
-                                text=[f"{r['checkpoint_name']} · n_real {r['n_real']} · n_fake {r['n_fake']}" for r in chosen]))
+                                text=[f"{r['checkpoint_name']} · n_real {r['n_real']} · n_fake {r['n_fake']}" for r in chosen],
+                                hovertemplate=f"step %{{x}}<br>{metric} %{{y:{shown}}}<br>%{{text}}<extra></extra>"))
     direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
     figure.update_layout(title=f"{metric} ({scope}, {extractor}; {direction})", xaxis_title="training step",
-                         yaxis_title=metric, height=380, margin={"t": 50, "b": 40})
+                         yaxis_title=metric, yaxis_tickformat=shown, height=380, margin={"t": 50, "b": 40})
     return figure
 
 
@@ -186,11 +199,7 @@ def _pairs(rows: list[dict]) -> list[tuple]:
             for pair in (r["details"] or {}).get("pairs", [])[:4]:
                 if not (Path(pair["fake"]).is_file() and Path(pair["train"]).is_file()):
                     continue
-                caption = f"step {r['checkpoint_step']} · distance {pair['distance']:.3f}"
+                caption = f"step {r['checkpoint_step']} · distance {numbers.show(pair['distance'], 'score')}"
                 items += [(Image.open(pair["fake"]).convert("RGB"), f"synthetic · {caption}"),
                           (Image.open(pair["train"]).convert("RGB"), f"nearest training · {caption}")]
     return items
-
-
-def _round(value):
-    return None if value is None else round(float(value), 4)

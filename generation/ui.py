@@ -41,6 +41,16 @@ def user_errors_of(*errors: type[Exception]):
 user_errors = user_errors_of(*USER_ERRORS)
 
 
+def next_step_text(text: str) -> str:
+    """The "what to do next" line at the top of an admin tab (Markdown): ``text`` is one sentence."""
+    return f"**What to do next:** {text}"
+
+
+GENERATE_NEXT = ("pick a checkpoint, a pathology and how many images, then press *Generate*: the images and their "
+                 "provenance go into the study database (for a study of checkpoints raters could obtain, let "
+                 "*Create study* generate its images instead).")
+
+
 NOT_ALLOWED = "Generating needs an admin account: sign in as an admin."
 FAMILY_DEFAULT = "family default"
 """The Sampler choice that lets the checkpoint's family pick its scheduler (``SamplingRequest(scheduler=None)``)."""
@@ -61,6 +71,7 @@ def build(services, session: gr.Textbox, is_admin: Callable[[str], bool]) -> Gen
     the server; no path is typed, and none reaches the browser before an admin signs in.
     """
     book = load_prompts()
+    gr.Markdown(next_step_text(GENERATE_NEXT), elem_id="generate-next")
     gr.Markdown(PHANTOM_NOTE)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):

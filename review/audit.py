@@ -23,6 +23,10 @@ It then asks how well these cues predict real versus synthetic:
 * ``passed``: ``auc_presented <= threshold`` and no leaks.
 
 With a few dozen images these AUCs are noisy (about +-0.1); a pass is evidence, not proof.
+
+``audit_verdict`` and ``audit_rows`` put a stored audit into plain words for the Studies tab (each cue
+explained in ``CUE_WORDS``, beside ``CUES``, so that a new cue gets its words where it is defined);
+that is why this module runs a little over 400 lines.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sklearn.preprocessing import StandardScaler
 
 from common.cli import run_cli
 from common.images import scan_image_files
+from common.numbers import show
 from review.presentation import (
     Field,
     PresentationError,
@@ -84,6 +89,27 @@ CUES: dict[str, str] = {
     "rim_ratio": "mean luminance of the field circle's rim (85-95% of its radius) over its inner half (vignetting)",
 }
 """The nuisance cues measured on every image, in the order of the feature vectors."""
+CUE_WORDS: dict[str, tuple[str, str]] = {
+    "width": ("Image width", "how many pixels wide the file is"),
+    "height": ("Image height", "how many pixels high the file is"),
+    "aspect": ("Shape", "how much wider than high the image is"),
+    "bytes_per_pixel": ("File size", "how many bytes the file takes per pixel; the browser sees the size of every file"),
+    "is_jpeg": ("JPEG file", "whether the file is a JPEG rather than, say, a PNG"),
+    "blockiness": ("JPEG blocks", "how visible the 8x8 pixel grid of JPEG compression is"),
+    "metadata_keys": ("Metadata", "how many metadata entries (camera, colour profile, resolution) the file carries"),
+    "has_exif_or_icc": ("Camera data", "whether the file carries camera (EXIF) data or a colour profile"),
+    "border_mean": ("Border brightness", "how bright the thin strip along the image's edges is"),
+    "border_std": ("Border texture", "how much the brightness varies along the image's edges"),
+    "border_r": ("Border red", "how red the strip along the edges is"),
+    "border_g": ("Border green", "how green the strip along the edges is"),
+    "border_b": ("Border blue", "how blue the strip along the edges is"),
+    "corner_mean": ("Corner brightness", "how bright the four corners are (real frames often have dark corners)"),
+    "corner_std": ("Corner texture", "how much the brightness varies in the corners"),
+    "overlay_fraction": ("Burned-in text", "how much bright text or overlay (time, patient data) is in the edges and corners"),
+    "field_fraction": ("Field size", "how much of the image the round endoscopic view fills"),
+    "rim_ratio": ("Dark rim", "how much darker the edge of the round view is than its centre (vignetting)"),
+}
+"""Each cue in plain words: a short name and what it looks at, for people reading an audit."""
 
 
 class TooFewImages(ValueError):
@@ -358,6 +384,56 @@ def format_summary(result: AuditResult) -> str:
     lines.append("  leaks: " + (", ".join(f"{leak['cue']} ({leak['auc']:.3f})" for leak in result.leaks) or "none"))
     lines.append(f"  {'PASSED' if result.passed else 'FAILED'}")
     return "\n".join(lines)
+
+
+AUC_WORDS = "AUC 0.50: no better than a coin toss; 1.00: tells every real image from every synthetic one"
+
+
+def audit_verdict(audit: dict | None) -> str:
+    """A stored audit (``AuditResult.to_dict()``) as plain sentences: passed or not, and why (Markdown)."""
+    if not audit:
+        return "The blinding audit has not been run for this study: press *Run blinding audit*."
+    if audit.get("passed"):
+        text = "**Passed**: once presented, no cue tells real from synthetic images apart better than the threshold."
+    else:
+        leaks = [CUE_WORDS.get(leak["cue"], (leak["cue"], ""))[0] for leak in audit.get("leaks", [])]
+        text = ("**Failed**: " + (f"{', '.join(leaks)} still " + ("gives" if len(leaks) == 1 else "give")
+                                  + " the synthetic images away" if leaks else "the cues together still give the "
+                                  "synthetic images away") + " once presented. Fix the images, or open the study "
+                "with an override reason (it is recorded).")
+    if "auc_presented" in audit:
+        text += (f" All cues together: AUC {show(audit['auc_presented'], 'statistic')} on what raters see, "
+                 f"{show(audit.get('auc_raw'), 'statistic')} on the files (at most "
+                 f"{show(audit.get('threshold', DEFAULT_THRESHOLD), 'statistic')} passes).")
+    if "n_real" in audit and "n_fake" in audit:
+        text += (f" {audit['n_real']} real and {audit['n_fake']} synthetic images, "
+                 f"{audit.get('folds', '?')}-fold cross-validation.")
+    return text
+
+
+def audit_rows(audit: dict | None) -> list[list[str]]:
+    """One row per cue of a stored audit: cue, what it looks at, AUC on the files and on what raters see, verdict.
+
+    The verdict: *gives it away* (presented AUC above the threshold), *removed by the presentation*
+    (only the raw files differed), *within the threshold* or *no difference* (AUC 0.5); rows in that order,
+    strongest cue first.
+    """
+    if not audit or "cues_presented" not in audit:
+        return []
+    threshold = audit.get("threshold", DEFAULT_THRESHOLD)
+    rows = []
+    for name, presented in audit["cues_presented"].items():
+        raw = audit.get("cues_raw", {}).get(name)
+        title, words = CUE_WORDS.get(name, (name, CUES.get(name, "")))
+        if presented > threshold:
+            rank, verdict = 0, "✗ gives it away"
+        elif raw is not None and raw > threshold:
+            rank, verdict = 1, "✓ removed by the presentation"
+        else:
+            rank, verdict = 2, "✓ no difference" if presented <= 0.5 else "✓ within the threshold"
+        rows.append(((rank, -presented, -(raw or 0), title),
+                     [title, words, show(raw, "statistic"), show(presented, "statistic"), verdict]))
+    return [row for _, row in sorted(rows)]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -49,6 +49,7 @@ def test_every_event_has_an_explicit_api_name(served):
         "/export_ratings", "/revoke_sessions", "/reissue_invitation",  # Studies (admin)
         "/compute_metrics", "/metric_results", "/segmentation_test",  # Evaluate (admin)
         "/analysis_studies", "/analyse_study", "/analysis_report",  # Analysis (admin)
+        "/create_admin", "/demo_project_start",  # first run, demo project
     }
 
 

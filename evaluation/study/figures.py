@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from common.numbers import MISSING, column_kind, d3_format, metric_kind, show
 from evaluation.study.notes import SMALL_RATERS, SMALL_RATINGS, WIDE_INTERVAL, interval_width, is_small
 from evaluation.study.outcomes import SCOPES
 
@@ -39,7 +40,7 @@ def outcome_figure(analysis) -> go.Figure:
             x=[r["group"] for r in rows], y=[r[key] for r in rows], mode="markers", name=name,
             marker={"color": colour, "size": 10, "symbol": _symbols(rows, "circle", prefix)},
             error_y=_error_bars(rows, key, prefix),
-            hovertemplate="%{x}<br>%{y:.2f}<br>%{text}<extra>" + name + "</extra>",
+            hovertemplate="%{x}<br>%{y:.1%}<br>%{text}<extra>" + name + "</extra>",
             text=[f"n ratings {r['n_ratings']}, images {r['n_images']}, raters {r['n_raters']}" for r in rows]))
     if single:
         title, axis = "Judged real (synthetic groups: fooling rate)", "share judged real"
@@ -59,7 +60,8 @@ def realism_figure(analysis) -> go.Figure:
     for score in range(1, 6):
         totals = [sum(r[f"realism_{k}"] for k in range(1, 6)) or 1 for r in rows]
         figure.add_trace(go.Bar(x=[r["group"] for r in rows], y=[r[f"realism_{score}"] / t for r, t in zip(rows, totals)],
-                                name=f"realism {score}", marker={"color": _realism_colour(score)}))
+                                name=f"realism {score}", marker={"color": _realism_colour(score)},
+                                hovertemplate="%{x}<br>%{y:.1%} of ratings<extra>realism " + str(score) + "</extra>"))
     figure.update_layout(barmode="stack")
     stratum = "" if analysis.stratify == "none" else f" (raters: {_first_stratum(analysis)}; stratum 'none' for all)"
     return _layout(figure, analysis, f"Realism scores per group (share of ratings){stratum}", "group", "share",
@@ -76,9 +78,10 @@ def pathology_figure(analysis) -> go.Figure:
             marker={"color": colour, "size": 10, "symbol": _symbols(rows, "diamond", "pathology")},
             error_y=_error_bars(rows, "pathology_accuracy", "pathology"),
             text=[f"called {r['pathology_called']}, cannot tell {r['pathology_cannot_tell']} (left out: accuracy "
-                  f"{_fmt(r['pathology_accuracy_called_only'])}, AUC {_fmt(r['pathology_auc_called_only'])}); AUC "
-                  f"{_fmt(r['pathology_auc'])} [{_fmt(r['auc_low'])}, {_fmt(r['auc_high'])}]" for r in rows],
-            hovertemplate="%{x}<br>accuracy %{y:.2f}<br>%{text}<extra>" + name + "</extra>"))
+                  f"{show(r['pathology_accuracy_called_only'], 'percent')}, AUC "
+                  f"{show(r['pathology_auc_called_only'], 'statistic')}); AUC {show(r['pathology_auc'], 'statistic')} "
+                  f"[{show(r['auc_low'], 'statistic')}, {show(r['auc_high'], 'statistic')}]" for r in rows],
+            hovertemplate="%{x}<br>accuracy %{y:.1%}<br>%{text}<extra>" + name + "</extra>"))
     return _layout(figure, analysis, "Experts' pathology accuracy, real vs synthetic<br><sup>95 % CI: bootstrap "
                    "over raters and images; 'cannot tell' counts as not correct (hover: the other reading)</sup>",
                    "group", "share of pathology answers right", y_range=(0, 1),
@@ -95,13 +98,17 @@ def scatter_figure(correlation: dict, metric_rows: list[dict], analysis) -> go.F
         error_x={"type": "data", "symmetric": False,
                  "array": [_gap(ci.get(p[0], {}).get("ci_high"), p[1]) for p in points],
                  "arrayminus": [_gap(p[1], ci.get(p[0], {}).get("ci_low")) for p in points]},
-        hovertemplate="%{text}<br>metric %{x:.4g}<br>outcome %{y:.3f}<extra></extra>"))
+        hovertemplate=(f"%{{text}}<br>{correlation['metric']} %{{x:{d3_format(metric_kind(correlation['metric']))}}}"
+                       f"<br>{correlation['outcome']} %{{y:{d3_format(column_kind(correlation['outcome']))}}}"
+                       "<extra></extra>")))
     c = correlation
-    title = (f"{c['metric']} vs {c['outcome']}: Spearman {_fmt(c['spearman'])} [{_fmt(c['spearman_low'])}, "
-             f"{_fmt(c['spearman_high'])}] p={_fmt(c['spearman_p'])}; Kendall {_fmt(c['kendall'])} "
-             f"[{_fmt(c['kendall_low'])}, {_fmt(c['kendall_high'])}]<br><sup>{c['note']}</sup>")
-    return _layout(figure, analysis, title, f"{c['metric']} ({analysis.extractor})", c["outcome"],
-                   caption=f"{c['n_checkpoints']} checkpoints; Holm-adjusted p {_fmt(c.get('spearman_p_holm'))}")
+    title = (f"{c['metric']} vs {c['outcome']}: Spearman {_stat(c['spearman'])} [{_stat(c['spearman_low'])}, "
+             f"{_stat(c['spearman_high'])}] p {_p(c['spearman_p'])}; Kendall {_stat(c['kendall'])} "
+             f"[{_stat(c['kendall_low'])}, {_stat(c['kendall_high'])}]<br><sup>{c['note']}</sup>")
+    figure = _layout(figure, analysis, title, f"{c['metric']} ({analysis.extractor})", c["outcome"],
+                     caption=f"{c['n_checkpoints']} checkpoints; Holm-adjusted p {_p(c.get('spearman_p_holm'))}")
+    figure.update_xaxes(tickformat=d3_format(metric_kind(c["metric"])))
+    return figure.update_yaxes(tickformat=d3_format(column_kind(c["outcome"])))
 
 
 def embedding_figure(points: pd.DataFrame, fitted, analysis=None, checkpoint: str | None = None) -> go.Figure:
@@ -148,7 +155,7 @@ def ranking_figure(analysis) -> go.Figure:
         mode="markers", marker={"size": 11, "color": "#117a65"},
         error_x={"type": "data", "symmetric": False, "array": [_gap(r["ci_high"], r["strength"]) for r in rows],
                  "arrayminus": [_gap(r["strength"], r["ci_low"]) for r in rows]},
-        text=[f"P(fools a rater) {r['p_fool']:.2f}, {r['fooled']}/{r['n_trials']} trials" for r in rows],
+        text=[f"P(fools a rater) {show(r['p_fool'], 'percent')}, {r['fooled']} of {r['n_trials']} trials" for r in rows],
         hovertemplate="%{y}<br>strength %{x:.2f}<br>%{text}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot", annotation_text="as convincing as real")
     bound = [r["checkpoint"] for r in rows if r.get("ci_low_prior_bound") or r.get("ci_high_prior_bound")]
@@ -171,7 +178,7 @@ def agreement_figure(analysis) -> go.Figure:
                  "array": [(r["ci_high"] if r["ci_high"] is not None else r["value"]) - r["value"] for r in rows],
                  "arrayminus": [r["value"] - (r["ci_low"] if r["ci_low"] is not None else r["value"]) for r in rows]},
         text=[f"{r['n_items']} items, {r['n_raters']} raters. {r.get('note') or ''}" for r in rows],
-        hovertemplate="%{y}<br>%{x:.3f}<br>%{text}<extra></extra>"))
+        hovertemplate="%{y}<br>%{x:.2f}<br>%{text}<extra></extra>"))
     figure.add_vline(x=0, line_dash="dot")
     items = max((r["n_items"] for r in rows), default=0)
     return _layout(figure, analysis, "Inter-rater agreement (95 % bootstrap CI over items with >= 2 ratings)",
@@ -212,8 +219,8 @@ def _layout(figure: go.Figure, analysis, title: str, x: str, y: str, y_range=Non
     tag = SIMULATED_TAG if analysis is not None and analysis.simulated else ""
     figure.update_layout(title=title + tag, xaxis_title=x, yaxis_title=y, height=height,
                          margin={"t": 80, "b": 110}, legend={"orientation": "h", "y": -0.2})
-    if y_range is not None:
-        figure.update_yaxes(range=[y_range[0] - 0.02, y_range[1] + 0.02])
+    if y_range is not None:  # every 0-1 axis here is a share of ratings: shown as a percentage
+        figure.update_yaxes(range=[y_range[0] - 0.02, y_range[1] + 0.02], tickformat=".0%")
     if analysis is not None:
         _caption(figure, "; ".join(part for part in (analysis.caption(), caption) if part))
     return figure
@@ -251,5 +258,11 @@ def _gap(a, b):
     return None if a is None or b is None else max(0.0, float(a) - float(b))
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
+def _stat(value) -> str:
+    return show(value, "statistic")
+
+
+def _p(value) -> str:
+    """A p-value after "p": ``p 0.33``, ``p <0.001`` (``common.numbers``)."""
+    text = show(value, "p")
+    return text if text.startswith("<") or text == MISSING else f"= {text}"

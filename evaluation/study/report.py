@@ -5,7 +5,8 @@ The CSV columns are documented one by one in docs/analysis-export.md. Every tabl
 and a ``note`` column saying what each row rests on. CSV cells that a spreadsheet would run as a
 formula (a comment or study name starting with ``=``, ``+``, ``-``, ``@``) are neutralised.
 The HTML report embeds plotly.js and every figure, opens offline, and shows an image on hover
-over the embedding points.
+over the embedding points; its tables show each number at the precision of its kind
+(``common.numbers``: percentages, p-values, counts), while the CSVs keep full precision.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from plotly.offline import get_plotlyjs
 
 from common.cli import run_cli
 from common.files import atomic_path, write_atomic
+from common.numbers import shown_frame
 from common.spreadsheet import neutralise_cell
 from database.connection import connect
 from evaluation.cache import CacheError
@@ -220,7 +222,8 @@ def _stamp(table: pd.DataFrame, study: dict) -> pd.DataFrame:
 def _table(table: pd.DataFrame) -> str:
     if table.empty:
         return "<p>(nothing to show)</p>"
-    return table.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", na_rep="")
+    # Display text at each column's precision (``common.numbers``); the CSVs keep every digit.
+    return shown_frame(table).to_html(index=False, escape=True)
 
 
 def _e(text) -> str:

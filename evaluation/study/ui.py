@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from common import numbers
 from common.files import new_temporary_folder, remove_temporary_folder
 from evaluation.errors import USER_ERRORS
 from evaluation.study import figures as figures_mod
@@ -14,7 +15,7 @@ from evaluation.study.analysis import analyse_with_embedding, embedding_points, 
 from evaluation.study.concordance import OUTCOMES
 from evaluation.study.outcomes import STRATA
 from evaluation.study.report import build_figures, write_bundle
-from generation.ui import user_errors_of
+from generation.ui import next_step_text, user_errors_of
 from review.studies import Forbidden, NotSignedIn, ReviewError, require_admin
 
 # The embedding plot is plotly.js: its hover event fills the box beside it with the image and its ratings.
@@ -48,6 +49,10 @@ OUTCOME_COLUMNS = ["stratum", "group", "checkpoint_step", "scope", "n_ratings", 
                    "mask_fits_high", "response_ms_median", "note"]
 EXTRACTOR_CHOICES = ("efficientnet", "inception")
 EXPORT_PREFIX = "polyp-analysis-"
+ANALYSIS_NEXT = ("choose a study (the newest is chosen) and press *Analyse*; read the sub-tabs, then download every "
+                 "table and the HTML report under *Export*.")
+ANALYSIS_EMPTY = ("no study yet: create and open one in **Studies (admin)**, or run `make demo-analysis` "
+                  "for a study rated by a simulated panel.")
 
 user_errors = user_errors_of(ReviewError, *USER_ERRORS)
 
@@ -56,7 +61,7 @@ def build_analysis(services, session) -> None:
     """Build the Analysis tab's components in the current Blocks context; ``session`` is the signed-in token."""
     ui = _layout()
     on = _AnalysisEvents(services, ui)
-    session.change(on.studies, session, [ui.study, ui.extractor], api_name="analysis_studies")
+    session.change(on.studies, session, [ui.study, ui.extractor, ui.next_step], api_name="analysis_studies")
     ui.analyse.click(on.analyse, [session, ui.study, ui.extractor, ui.stratify, ui.method, ui.metric, ui.outcome],
                      ui.analysis_outputs(), api_name="analyse_study")
     for trigger in (ui.metric.change, ui.outcome.change):
@@ -72,6 +77,7 @@ def build_analysis(services, session) -> None:
 class _Layout:
     """The tab's components: the study chooser, the kept ``StudyView`` (``state``) and one sub-tab per view."""
 
+    next_step: gr.Markdown
     study: gr.Dropdown
     extractor: gr.Dropdown
     stratify: gr.Dropdown
@@ -111,6 +117,7 @@ class _Layout:
 
 
 def _layout() -> _Layout:
+    next_step = gr.Markdown(next_step_text(ANALYSIS_NEXT), elem_id="analysis-next")
     gr.Markdown(
         "Expert outcomes per checkpoint and pathology, agreement, expert-vs-metric correlations, the joint "
         "t-SNE/UMAP view and the ranking, for one study. Every figure has a download button (camera icon); "
@@ -155,7 +162,7 @@ def _layout() -> _Layout:
             export = gr.Button("Write CSVs and HTML report")
             files = gr.File(label="Downloads", file_count="multiple")
             export_dir = gr.State(None)
-    return _Layout(study, extractor, stratify, analyse, banner, state, outcome_plot, realism_plot, pathology_plot,
+    return _Layout(next_step, study, extractor, stratify, analyse, banner, state, outcome_plot, realism_plot, pathology_plot,
                    outcome_table, gap_table, agreement_plot, agreement_table, intra_table, attention_table, metric,
                    outcome, scatter, correlation_table, links_table, method, checkpoint, embedding, ranking_note,
                    ranking_plot, ranking_table, export, files, export_dir)
@@ -174,11 +181,12 @@ class _AnalysisEvents:
             try:
                 require_admin(db, token)
             except (Forbidden, NotSignedIn):
-                return {ui.study: gr.update(choices=[], value=None), ui.extractor: gr.update()}
+                return {ui.study: gr.update(choices=[], value=None), ui.extractor: gr.update(), ui.next_step: gr.update()}
             choices = [(_study_label(s), s["id"]) for s in study_list(db)]
             chosen = preferred_extractor(db)
         return {ui.study: gr.update(choices=choices, value=choices[0][1] if choices else None),
-                ui.extractor: gr.update(value=chosen if chosen in EXTRACTOR_CHOICES else "efficientnet")}
+                ui.extractor: gr.update(value=chosen if chosen in EXTRACTOR_CHOICES else "efficientnet"),
+                ui.next_step: next_step_text(ANALYSIS_NEXT if choices else ANALYSIS_EMPTY)}
 
     @user_errors
     def analyse(self, token, study_id, extractor_name, stratify_by, method_name, metric_name, outcome_name,
@@ -292,4 +300,5 @@ def _rows(rows: list[dict], keep: list[str] | None = None, drop: tuple = ()):
 
 
 def _frame(table):
-    return table.round(4) if len(table) else None
+    """A table as shown: every column at its kind's precision (``common.numbers``), the numbers kept."""
+    return numbers.styled(table) if len(table) else None

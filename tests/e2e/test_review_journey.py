@@ -49,6 +49,14 @@ def _sign_in(page, user, password):
     expect(page.get_by_text(f"Signed in as {user}")).to_be_visible(timeout=TIMEOUT_MS)
 
 
+def _give_profile(page):
+    """The profile comes first, once: then the rater's studies."""
+    page.get_by_label("Specialty").fill("gastroenterology")
+    page.get_by_label("Years of practice").fill("7")
+    page.get_by_label("100-500").check()
+    page.get_by_role("button", name="Save and continue").click()
+
+
 def _choose_study(page, name):
     page.get_by_role("combobox", name="Study").click()
     page.get_by_role("option", name=re.compile(name)).click()
@@ -82,20 +90,20 @@ def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, see
     storage = page.evaluate("() => JSON.stringify({...window.localStorage})")
     assert "dana-password" not in storage and "polypturing-session" in storage
     page.get_by_role("tab", name="Rate", exact=True).click()
+    _give_profile(page)
     _choose_study(page, "single study")
     total = seeded["single"].trials_per_rater["dana"]
     for n in range(1, 6):
         expect(page.get_by_text(f"Image {n} of {total}")).to_be_visible(timeout=TIMEOUT_MS)
-        expect(page.locator(".rating-panel img").first).to_be_visible()
+        expect(page.locator("#rate-images img").first).to_be_visible()
         # synthetic (2), confidence 4, realism 3, pathology AD (1), confidence 5, then Enter submits
         _keys(page, ["2", "4", "3", "1", "5", "Enter"])
     expect(page.get_by_text(f"Image 6 of {total}")).to_be_visible(timeout=TIMEOUT_MS)
 
-    page.reload()  # the session survives in local storage; resume lands on the sixth item
-    expect(page.get_by_text("Signed in as dana")).to_be_visible(timeout=TIMEOUT_MS)
-    page.get_by_role("button", name="Start / resume").click()
+    page.reload()  # the session survives in local storage; the page resumes on the sixth item by itself
     expect(page.get_by_text(f"Image 6 of {total}")).to_be_visible(timeout=TIMEOUT_MS)
 
+    page.get_by_role("button", name="Back to my studies").click()
     _choose_study(page, "pair study")
     pairs = seeded["pair"].trials_per_rater["dana"]
     for n in range(1, 4):
@@ -112,6 +120,7 @@ def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, see
     assert (pair["n"], pair["choice"], pair["right_call"]) == (3, "left", "NonAD")
     assert not violations, violations
 
+    page.get_by_role("button", name="Back to my studies").click()  # the rating screen covers the account bar
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_role("tab")).to_have_count(0)
@@ -151,19 +160,13 @@ def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, se
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("New study").click()
     page.get_by_label("Study name").fill("booth pilot")
-    page.get_by_label(re.compile(r"step 4000 .*phantom demo")).check()
+    page.get_by_label(re.compile(r"step 3500 .*phantom demo")).check()
     page.get_by_label("Synthetic images per checkpoint and pathology").fill("2")
     page.get_by_label("Raters: one per line").fill("erin,erin-password")
     page.get_by_role("button", name="Create study").click()
-    invitations = page.get_by_role("grid", name=re.compile("^Invitations"))
-    expect(invitations.get_by_role("gridcell", name="erin", exact=True)).to_be_visible(timeout=120_000)
-
-    db = open_db(app_config.db_path)
-    study_id = next(db.query("SELECT id FROM studies WHERE name = 'booth pilot'"))["id"]
-    db.close()
-    page.get_by_label("Study id").fill(str(study_id))
-    page.get_by_role("button", name="Run blinding audit").click()
-    expect(page.get_by_text("auc_presented")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#studies-invitations").get_by_role("cell", name="erin", exact=True)).to_be_visible(timeout=120_000)
+    page.get_by_role("button", name="Run blinding audit").click()  # the created study is already chosen
+    expect(page.locator("#studies-audit-verdict")).to_contain_text(re.compile("(Passed|Failed): "), timeout=TIMEOUT_MS)
     page.get_by_label("Override reason").fill("phantom pilot")
     page.get_by_role("button", name="Open", exact=True).click()
     expect(page.get_by_role("grid", name=re.compile("^Studies")).get_by_role("gridcell", name="open", exact=True)).to_have_count(3, timeout=TIMEOUT_MS)  # the two seeded + this one

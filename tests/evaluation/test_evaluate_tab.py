@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from appconfig import AppConfig
@@ -44,3 +46,14 @@ def test_admin_computes_and_reads_metrics_raters_cannot(served):
     assert len(stored) == len(rows)
     assert all(r["preprocessing"].startswith("uint8 RGB") for r in stored)
     assert len(list((config.data_dir / "features" / "efficientnet").rglob("*.npy"))) == 12 + 16  # every image once
+    # What the admin reads: each metric at its precision, missing as an em dash; the API keeps the numbers.
+    shown = {(row[0], row[2], row[3]): dict(zip(table["headers"], cells))
+             for row, cells in zip(rows, table["metadata"]["display_value"])}
+    fid, kid, fidelity = (shown[(100, "pooled", name)] for name in ("fid", "kid", "label_fidelity"))
+    assert re.fullmatch(r"\d+\.\d", fid["value"]) and re.fullmatch(r"-?0\.\d+", kid["value"])
+    assert len(kid["value"].lstrip("-0.")) <= 4 and re.fullmatch(r"\d+\.\d%", fidelity["value"])
+    assert shown[(100, "pooled", "precision")]["CI low"] == "—" and fid["n real"] == "12"
+    for cells in table["metadata"]["display_value"]:
+        for cell in cells[4:9]:
+            assert cell == "—" or re.fullmatch(r"[-+]?\d+(\.\d{1,6})?( pp|%)?", cell), cell
+    assert isinstance(next(row for row in rows if row[3] == "fid")[4], float)

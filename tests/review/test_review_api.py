@@ -115,3 +115,32 @@ def test_a_trial_reply_names_no_source_label_or_checkpoint(served_study):
         words = words.replace(name, "<random name>")
     for word in ["AD", "NonAD", "synthetic", "real-", "syn-", "checkpoint", "ckpt"]:
         assert word not in words, word
+
+
+def test_an_incomplete_submit_names_every_missing_answer_and_stores_nothing(served_study):
+    config, created, url, Client = served_study
+    client = Client(url, verbose=False)
+    with connect(config.db_path) as db:
+        admin = studies.sign_in(db, "admin", ADMIN_PASSWORD)
+        second = study_setup.create_study(db, config.data_dir, admin, "incomplete", StudyDesign(
+            mode="single", checkpoint_ids=(1, 2), images_per_cell=1, size=64, seed=3),
+            [study_setup.RaterSpec("hasty", "password-hasty")])
+        study_store.set_study_audit(db, second.study_id, {"passed": True, "leaks": []})
+        study_setup.open_study(db, admin, second.study_id)
+    token = _sign_in(client, "hasty", "password-hasty")
+    shown = client.predict(token, second.study_id, api_name="/next_trial")
+    trial, key = shown[2], shown[3]
+    partial = ("synthetic", None, "2", None, None, [], "", None, None, None, None)
+    reply = client.predict(token, second.study_id, trial, key, *partial, api_name="/submit_rating")
+    notice = next(value for value in reply if isinstance(value, str) and "please answer" in value)
+    assert "please answer 3 more" in notice
+    for title in ("Confidence", "Pathology", "Pathology confidence"):
+        assert title in notice
+    assert "Realism" not in notice and "Real or synthetic" not in notice
+    assert reply[2] == reply[3] == {"__type__": "update"}  # the trial and its submit key are left as they are
+    assert not any(isinstance(value, dict) and value.get("path") for value in reply)  # and the image: nothing is sent
+    with connect(config.db_path) as db:
+        assert db.execute("SELECT count(*) FROM ratings JOIN trials ON trials.id = ratings.trial_id"
+                          " WHERE trials.study_id = ?", [second.study_id]).fetchone()[0] == 0
+    reply = client.predict(token, second.study_id, trial, key, *SINGLE_ANSWER, api_name="/submit_rating")
+    assert reply[0].startswith("**Image 2 of") and "please answer" not in json.dumps(reply)

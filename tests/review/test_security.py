@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from app import create_app
-from appconfig import AppConfig
+from appconfig import AppConfig, Services
 from database import studies as study_store
 from database.connection import connect, open_db
+from evaluation.demo_project import DemoBuild, DemoSizes
 from review import studies, study_setup
 from review.design import StudyDesign
 from tests.review.conftest import ADMIN_PASSWORD, add_images
@@ -38,6 +39,8 @@ NAMED = {
     "compute_metrics": "admin", "metric_results": "admin", "segmentation_test": "admin",
     "analysis_studies": "admin", "analyse_study": "admin", "analysis_report": "admin",
     "default_prompt": "admin", "list_checkpoints": "admin", "generate": "admin",
+    "create_admin": "anonymous",  # the first-run setup: refused to everyone without the console's token
+    "demo_project_start": "admin",
 }
 # Named events that fire for everyone when the session changes: below their role they answer emptily.
 QUIET_NAMED = {"analysis_studies"}
@@ -55,6 +58,9 @@ HIDDEN = {
     "change:Expert outcome": ("admin", "refused"),  # Analysis views ("change:Metric" there too)
     "change:Method": ("admin", "refused"), "change:Checkpoint panel": ("admin", "refused"),
     "change:Checkpoint": ("admin", "quiet"),  # Generate: the negative prompt box follows the family
+    "click:Back to my studies": ("rater", "refused"),  # the rating screen back to the study list
+    "change:session": ("admin", "quiet"),  # Studies: fills the tab after a sign-in; nothing unless admin
+    "tick:2.0": ("admin", "quiet"),  # the demo project's progress, polled; hidden unless admin
 }
 
 
@@ -82,7 +88,8 @@ def served(tmp_path_factory):
         with connect(config.db_path) as db:
             return studies.sign_in(db, *{"rater": ("rita", "rita-password"), "admin": ("admin", ADMIN_PASSWORD)}[role])
 
-    app = create_app(config).queue()
+    # A demo build that fails at once: the admin's call must not start a real five-minute build here.
+    app = create_app(config, demo=DemoBuild(Services(config), DemoSizes(real_per_label=0))).queue()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, show_error=True, quiet=True)
     try:
         yield app.local_url, tokens, tmp
@@ -185,7 +192,9 @@ def _gives_nothing(event: dict, answer) -> bool:
     """A quiet refusal: no study remembered, no checkpoint listed, no file touched."""
     if event["key"] == "change:Study":
         return answer == [None]
-    if event["key"] in ("then:", "analysis_studies"):
+    if event["key"] == "tick:2.0":
+        return answer[0].get("visible") is False
+    if event["key"] in ("then:", "analysis_studies", "change:session"):
         return answer[0].get("choices") in ([], None)
     if event["key"] == "change:Checkpoint":
         return answer == [{"__type__": "update"}]  # the negative prompt box left as it is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pandas as pd
@@ -105,6 +106,10 @@ def test_exports_are_tidy_marked_simulated_and_the_report_is_self_contained(simu
     text = report.read_text()
     assert "SIMULATED PANEL" in text and "Plotly" in text and "plotly_hover" in text
     assert _external_references(text) == []  # nothing is fetched when the report is opened
+    cells = re.findall(r"<td>([^<]*)</td>", text[text.index("<h2>"):])  # the report's tables, as people read them
+    assert cells and re.search(r"^\d+\.\d%$", "\n".join(cells), re.M)  # shares as percentages
+    assert not [cell for cell in cells if re.search(r"\d\.\d{5,}|\de-\d|^None$|^nan$", cell)]
+    assert (checkpoints["bt_strength"] * 1000 % 1).abs().gt(1e-6).any()  # the CSV keeps every digit
 
 
 def _external_references(text: str) -> list[str]:
