@@ -60,10 +60,10 @@ def test_select_fast_path_returns_the_rows_and_leaves_no_transaction_open(path):
         assert next(db.query("INSERT INTO counter (n) VALUES (7) RETURNING n")) == {"n": 7}
 
 
-def test_files_use_wal_with_normal_sync(path):
+def test_files_use_wal_with_full_sync(path):
     with connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: an acknowledged rating survives a power cut
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 

@@ -50,6 +50,7 @@ def test_admin_analyses_a_simulated_study_and_downloads_the_report(page, served_
 
     # Hovering a synthetic point shows its image and its ratings beside the plot.
     hover = page.locator("#analysis-hover")
+    plot.scroll_into_view_if_needed()  # below the fold at 1400x1000 under the demo panel and the next-step line
     shown = _hover_until(page, plot.locator("path.point"), hover.locator("p"), re.compile(r"synthetic (AD|NonAD) · checkpoint-200: "))
     assert re.search(r"\d+ ratings?: judged real \d+%|not rated", shown), shown
     expect(hover.locator("img")).to_have_attribute("src", re.compile(r"^data:image/jpeg;base64,"))

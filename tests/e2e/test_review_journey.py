@@ -64,6 +64,11 @@ def _choose_study(page, name):
 
 
 def _keys(page, keys):
+    """Type ``keys`` once the screen takes answers: after a submit they are locked (keys dropped) until the
+    next image is on screen, as a rater waits for it."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("body.polyp-locked")).to_have_count(0, timeout=TIMEOUT_MS)
     for key in keys:
         page.keyboard.press(key)
 
