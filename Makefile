@@ -43,7 +43,8 @@ kiosk: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-# Re-create the embedded demo checkpoints in assets/demo (about 40 min on a 2-core CPU, minutes on a GPU).
+# Re-create the embedded demo checkpoints in assets/demo: two resumable runs in work/ (about 80 min measured on a
+# 2-core CPU shared with other jobs, 2026-12; minutes on a GPU). Stopped? Run it again to continue.
 demo-assets: $(VENV)/.installed
 	$(PY) -m generation.demo --out assets/demo
 
@@ -66,7 +67,7 @@ demo-analysis: demo-data
 # Synthetic labelled data for segmentation on the demo, CPU only: registers the phantom "real" frames with
 # their exact masks, trains a small ControlNet (1000 steps) on the demo's training frames on top of
 # checkpoint-2500, then generates 16 image+mask pairs per pathology from reshaped training masks
-# (data/generated/controlnet-1000-*/images|masks/<label>/). About 6 minutes on a 2-core CPU (measured
+# (data/generated/controlnet-1000-*/images|masks/<label>/). About 6 minutes on a 2-core CPU (measured on the 64 px v1 demo,
 # 2026-11: 346 s, of which 300 s are the 1000 training steps at 0.29 s each), then the downstream
 # segmentation test (9 U-Net runs of about 20 s: about 4 more minutes).
 demo-segmentation: demo-data

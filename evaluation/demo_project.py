@@ -109,9 +109,9 @@ def build_demo_project(services, sizes: DemoSizes = DemoSizes(), on_progress: Pr
         progress.step(number)
         # The command line's own composition (sim-admin, the images, the designs, skipping a study
         # already made), so the app's demo and `make demo-analysis` make the same studies.
-        args = simulate._parse_args(["--mode", mode, "--set", DEMO_SET, "--raters", str(sizes.raters),
+        args = simulate.parse_args(["--mode", mode, "--set", DEMO_SET, "--raters", str(sizes.raters),
                                      "--per-label", str(sizes.synthetic_per_label), "--size", str(sizes.size)])
-        simulate._run(services, args)
+        simulate.run(services, args)
     progress.step(5)
     extractor = get_extractor(sizes.extractor, device=resolve_device(sizes.device))
     with connect(services.config.db_path) as db:

@@ -79,8 +79,7 @@ class FirstRun:
                 a real admin exists (one message for all, ``INVALID``).
         """
         keys = _client_keys(client)
-        # Sign-in's own throttle (the same rule and message); review.studies keeps it private.
-        studies._refuse_if_throttled(db, keys)
+        studies.refuse_if_throttled(db, keys)  # sign-in's own throttle: the same rule and message
         if not self.matches(token):
             rater_store.record_sign_in_failure(db, list(keys.values()))
             raise NotSignedIn(INVALID)

@@ -21,7 +21,7 @@ from review import setup
 from review.auth import MIN_PASSWORD
 from review.setup import INVALID, FirstRun
 from review.studies import NotSignedIn
-from review.ui import served
+from review.ui import client_address, served
 
 HINT = ("**First run: no admin account exists yet.** Open the setup link that the server printed on its console "
         "when it started (`PolypTuring first run: open http://…/?setup=…`), or make the admin on the server with "
@@ -86,7 +86,7 @@ def connect_setup(app: gr.Blocks, services, first_run: FirstRun | None, panel: S
                 try:
                     if first_run is None:
                         raise NotSignedIn(INVALID)
-                    first_run.check(db, offered, _client(request))
+                    first_run.check(db, offered, client_address(request))
                     return {panel.hint: gr.update(visible=False), panel.form: gr.update(visible=True),
                             panel.token: offered}
                 except NotSignedIn as error:  # the same words for a wrong, spent or late token
@@ -98,7 +98,7 @@ def connect_setup(app: gr.Blocks, services, first_run: FirstRun | None, panel: S
         if first_run is None:
             raise NotSignedIn(INVALID)
         with services.db() as db:
-            session = first_run.create_admin(db, token, username, password, again, client=_client(request))
+            session = first_run.create_admin(db, token, username, password, again, client=client_address(request))
         return {stored_session: session, panel.token: "", panel.password: "", panel.again: "",
                 panel.form: gr.update(visible=False), panel.hint: gr.update(visible=False)}
 
@@ -109,8 +109,3 @@ def connect_setup(app: gr.Blocks, services, first_run: FirstRun | None, panel: S
                                  api_name="create_admin")
     # The account bar signs the stored session in on load, showing the admin's tabs.
     created.success(None, js=RELOAD_JS, api_name=False)
-
-
-def _client(request: gr.Request | None) -> str | None:
-    client = getattr(request, "client", None)
-    return getattr(client, "host", None)

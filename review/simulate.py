@@ -142,7 +142,8 @@ def _rate_all(db, token: str, study_id: int, rater: SimulatedRater, mode: str,
 # Command line
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's options (``python -m review.simulate --help``); the demo project builds them too."""
     parser = argparse.ArgumentParser(
         prog="python -m review.simulate",
         description=(
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # room's functions never depend on the app above them.
     from appconfig import Services, config_from
 
-    args = _parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     config = config_from(db=args.db or None, data_dir=args.data_dir or None)
     return run_cli(lambda: _command(Services(config), args), (ValueError, OSError, sqlite3.Error))
@@ -189,13 +190,14 @@ def _command(services, args: argparse.Namespace) -> int:
     """Check the flags, fill the studies, print one line per study filled; return 0."""
     if not 1 <= args.raters <= MAX_RATERS or args.per_label < 1 or args.seed < 0:
         raise ReviewError(f"--raters must be 1-{MAX_RATERS}, --per-label >= 1 and --seed >= 0")
-    for summary in _run(services, args):
+    for summary in run(services, args):
         print(f"study {summary['study_id']} {summary['name']!r}: {summary['ratings']} simulated ratings "
               f"by {len(summary['raters'])} raters")
     return 0
 
 
-def _run(services, args: argparse.Namespace) -> list[dict]:
+def run(services, args: argparse.Namespace) -> list[dict]:
+    """Create and fill the simulated studies ``args`` asks for; returns one summary per study."""
     config = services.config
     with connect(config.db_path) as db:
         real = _real_counts(db, args.image_set)

@@ -114,7 +114,7 @@ def sign_in(db: sqlite_utils.Database, username: str, password: str, client: str
     """
     name = (username or "").strip()
     keys = {"user": f"user:{name.casefold()[:200]}", **({"client": f"client:{client[:200]}"} if client else {})}
-    _refuse_if_throttled(db, keys)
+    refuse_if_throttled(db, keys)
     rater = rater_store.get_rater_by_username(db, name)
     if not auth.verify_password(password or "", rater["password_hash"] if rater else None):
         rater_store.record_sign_in_failure(db, list(keys.values()))
@@ -126,7 +126,12 @@ def sign_in(db: sqlite_utils.Database, username: str, password: str, client: str
 BAD_CREDENTIALS = "unknown username or wrong password"
 
 
-def _refuse_if_throttled(db: sqlite_utils.Database, keys: dict[str, str]) -> None:
+def refuse_if_throttled(db: sqlite_utils.Database, keys: dict[str, str]) -> None:
+    """Refuse a caller whose failed sign-ins (per ``keys``: user, client) still require a wait.
+
+    Raises:
+        NotSignedIn: Saying how long to wait, the same message whoever is throttled.
+    """
     kinds = {key: kind for kind, key in keys.items()}
     waits = [auth.throttle_wait(kinds[row["key"]], row["failures"], row["last_failure_at"])
              for row in rater_store.sign_in_failures(db, list(keys.values()))]

@@ -185,7 +185,7 @@ class _AccountEvents:
     @served
     def sign_in(self, user, pwd, request: gr.Request):
         with self.services.db() as db:
-            token = studies.sign_in(db, user, pwd, client=_client(request))
+            token = studies.sign_in(db, user, pwd, client=client_address(request))
             return self.signed_in(db, token)
 
     @served
@@ -222,7 +222,7 @@ class _AccountEvents:
         return value
 
 
-def _client(request: gr.Request | None) -> str | None:
-    """The caller's address, for throttling failed sign-ins per client."""
+def client_address(request: gr.Request | None) -> str | None:
+    """The caller's address, for throttling failed sign-ins (and setup tokens) per client."""
     client = getattr(request, "client", None)
     return getattr(client, "host", None)

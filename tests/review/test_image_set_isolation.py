@@ -92,7 +92,7 @@ def test_simulated_studies_draw_from_the_demo_set_only(clinic, tmp_path):
     db, _, ids, before = clinic
     assert not _demo_set(db, tmp_path / "phantoms") & before
     session = studies.sign_in(db, "admin", ADMIN_PASSWORD)
-    assert simulate._parse_args([]).image_set == "demo"  # the command's default
+    assert simulate.parse_args([]).image_set == "demo"  # the command's default
     design = StudyDesign(mode="pair", checkpoint_ids=tuple(ids), images_per_cell=2, ratings_per_image=1, size=64)
     summary = simulate.simulate_panel(db, tmp_path / "data", session, "Simulated panel (pair)", design, n_raters=2)
     shown = {row["sha256"] for row in study_store.study_images(db, summary["study_id"]) if row["role"] == "real"}
