@@ -9,8 +9,11 @@ in its own worker process, in the same run, the same way:
   check, ``submit_and_next``); an older tree as that code was timed (``studies.submit`` then
   ``studies.next_item`` on one ``connect``);
 - over HTTP: the served app (``create_app(config).queue(default_concurrency_limit=2)``, as app.py
-  serves it) driven by gradio_client from N threads on the same machine, each a signed-in rater
-  calling ``/submit_rating`` until the schedule ends (queue, JSON and the image download included).
+  serves it) in a server process of its own, as in use, driven by gradio_client from N threads of the
+  worker process on the same machine, each a signed-in rater calling ``/submit_rating`` until the
+  schedule ends (queue, JSON and the image download included). ``--same-process`` serves the app
+  from the clients' own process instead (one interpreter lock for server and clients), as the
+  figures before December 2026 were measured.
   The clients pass ``ssl_verify=False``: each gradio_client request builds new httpx clients,
   and with TLS verification on each one loads the CA bundle (about 60 ms of client CPU, three
   times per request, for a plain-HTTP 127.0.0.1 address). ``--gradio-client-defaults`` measures
@@ -25,12 +28,14 @@ import concurrent.futures
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
@@ -48,7 +53,6 @@ HTTP_ANSWER = ("real", "3", "4", "AD", "2", [], "", None, None, None, None)
 def make_study(tmp: Path, raters: int, trials: int):
     """A single-mode study of about ``trials`` trials per rater, open, with ``raters`` raters r00, r01, ..."""
     # Imported here: from the code tree this worker measures (its folder was put first on sys.path).
-    from appconfig import AppConfig
     from database import raters as rater_store
     from database import studies as study_store
     from database.connection import connect
@@ -56,7 +60,7 @@ def make_study(tmp: Path, raters: int, trials: int):
     from review.design import StudyDesign
     from tests.review.conftest import add_images
 
-    config = AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "ck", db_path=tmp / "study.db", device="cpu")
+    config = study_config(tmp)
     with connect(config.db_path) as db:
         ids = add_images(db, tmp / "images", n_real=trials, n_synthetic=max(1, trials // 4))
         studies.create_account(db, "admin", "admin", "admin-password")
@@ -112,7 +116,46 @@ def rate_over_http(url: str, study_id: int, user: str, password: str, client_def
     return times
 
 
-def measure(how: str, raters: int, trials: int, client_defaults: bool = False) -> list[float]:
+def study_config(tmp: Path):
+    """The ``AppConfig`` of the study ``make_study`` writes under ``tmp``."""
+    # Imported here: from the code tree this worker measures.
+    from appconfig import AppConfig
+
+    return AppConfig(data_dir=tmp / "data", checkpoints_dir=tmp / "ck", db_path=tmp / "study.db", device="cpu")
+
+
+def serve(tmp: Path, port: int) -> None:
+    """The server process: the app of the study under ``tmp``, served as app.py serves it, until terminated."""
+    # Imported here: from the code tree this worker measures.
+    from app import create_app
+
+    create_app(study_config(tmp)).queue(default_concurrency_limit=2).launch(
+        server_name="127.0.0.1", server_port=port, quiet=True)
+
+
+def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``serve`` in a process of its own (this script with ``--serve``); returns it and its address once it answers."""
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tree = Path(sys.path[0])
+    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--serve",
+                               str(tmp), "--port", str(port)], cwd=tree, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server process for {tree} ended with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return server, url
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"the server process for {tree} did not answer at {url} within 120 s")
+
+
+def measure(how: str, raters: int, trials: int, client_defaults: bool = False, same_process: bool = False) -> list[float]:
     """Seconds per submit of ``raters`` raters rating at once (``how``: in-process or http), on a fresh study."""
     # Imported here: from the code tree this worker measures.
     from app import create_app
@@ -122,21 +165,27 @@ def measure(how: str, raters: int, trials: int, client_defaults: bool = False) -
     with tempfile.TemporaryDirectory() as tmp:
         config, study_id = make_study(Path(tmp), raters, trials)
         users = [(f"r{i:02d}", f"password-{i:02d}") for i in range(raters)]
-        app = None
-        if how == "http":
+        app = server = None
+        if how == "http" and same_process:
             app = create_app(config).queue(default_concurrency_limit=2)
             app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+            url = app.local_url
+        elif how == "http":
+            server, url = start_server(Path(tmp))
         try:
             services = Services(config)
             with concurrent.futures.ThreadPoolExecutor(raters) as pool:
                 if how == "http":
-                    jobs = [pool.submit(rate_over_http, app.local_url, study_id, u, p, client_defaults) for u, p in users]
+                    jobs = [pool.submit(rate_over_http, url, study_id, u, p, client_defaults) for u, p in users]
                 else:
                     jobs = [pool.submit(rate_in_process, services, study_id, u, p) for u, p in users]
                 times = [t for job in jobs for t in job.result()]
         finally:
             if app is not None:
                 app.close()
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
         with connect(config.db_path) as db:
             stored = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
         if stored != len(times):
@@ -144,9 +193,9 @@ def measure(how: str, raters: int, trials: int, client_defaults: bool = False) -
         return times
 
 
-def worker(runs: list[list], client_defaults: bool) -> None:
+def worker(runs: list[list], client_defaults: bool, same_process: bool) -> None:
     """Print ``{"how/raters": [seconds, ...]}`` for each (how, raters, trials) of ``runs``."""
-    out = {f"{how}/{raters}": measure(how, raters, trials, client_defaults) for how, raters, trials in runs}
+    out = {f"{how}/{raters}": measure(how, raters, trials, client_defaults, same_process) for how, raters, trials in runs}
     print(json.dumps(out))
 
 
@@ -164,10 +213,12 @@ def export_tree(ref: str, into: Path) -> Path:
     return folder
 
 
-def run_worker(tree: Path, runs: list[list], client_defaults: bool) -> dict[str, list[float]]:
+def run_worker(tree: Path, runs: list[list], client_defaults: bool, same_process: bool) -> dict[str, list[float]]:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--runs", json.dumps(runs)]
     if client_defaults:
         command.append("--gradio-client-defaults")
+    if same_process:
+        command.append("--same-process")
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the worker for {tree} failed:\n{done.stderr[-4000:]}")
@@ -201,11 +252,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-http", action="store_true", help="only the in-process path")
     parser.add_argument("--gradio-client-defaults", action="store_true",
                         help="HTTP clients with httpx's TLS verification on (a CA bundle loaded per request), as in issue 17")
+    parser.add_argument("--same-process", action="store_true",
+                        help="serve the app from the HTTP clients' own process (one interpreter lock for both), as measured before")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--runs", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port)
+        return
     if args.worker:
-        worker(json.loads(args.runs), args.gradio_client_defaults)
+        worker(json.loads(args.runs), args.gradio_client_defaults, args.same_process)
         return
     runs = [[how, raters, args.trials] for how in ("in-process", *(() if args.no_http else ("http",)))
             for raters in dict.fromkeys((1, args.raters))]
@@ -222,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
             baseline = None
         if baseline is not None:
             label = f"baseline {args.baseline}"
-            results[label] = run_worker(baseline, runs, args.gradio_client_defaults)
-        results["this tree" if args.tree == REPO else str(args.tree)] = run_worker(args.tree, runs, args.gradio_client_defaults)
+            results[label] = run_worker(baseline, runs, args.gradio_client_defaults, args.same_process)
+        results["this tree" if args.tree == REPO else str(args.tree)] = run_worker(args.tree, runs, args.gradio_client_defaults, args.same_process)
     print_table(results, runs, label)
     print(f"\nEvery submit was stored exactly once; load average after the run {os.getloadavg()[0]:.1f}.")
 

@@ -75,6 +75,17 @@ class RateTab:
     answers: dict
 
     @property
+    def submit_outputs(self) -> list:
+        """What a submit writes: only what changes from one trial of a study to the next (its first four and
+        its last, the mask question, are the API's reply order).
+
+        A study's mode, and so which images and questions show, is set when its screen opens
+        (``trial_outputs``); each output of an event costs the server time, an update far more than a value.
+        """
+        return [self.status, self.progress, self.trial_id, self.key, self.notice, self.image, self.left, self.right,
+                *self.preload, *self.answers.values()]
+
+    @property
     def account_outputs(self) -> list:
         """What signing in, signing out and the page load write in this tab."""
         return [self.profile, self.chooser, self.study, self.rating, *self.trial_outputs]
@@ -143,7 +154,7 @@ def build_rate(services, session: gr.Textbox) -> RateTab:
                 _, view = studies.submit_and_next(db, token, int(study_id), int(trial), _answers(values), submit_key)
             except studies.MissingAnswers as missing:  # everything stays on screen; the notice names what is left
                 return {tab.notice: _missing_text(tab, missing.names)}
-            return _trial_screen(tab, db, token, int(study_id), view)
+            return _next_values(tab, db, token, int(study_id), view)
 
     @served
     def on_profile(token, spec, yrs, band):
@@ -160,7 +171,7 @@ def build_rate(services, session: gr.Textbox) -> RateTab:
     answers = list(tab.answers.values())
     start_outputs = [*tab.trial_outputs[:4], tab.rating, tab.chooser, *tab.trial_outputs[4:]]
     tab.start.click(on_start, [session, tab.study], start_outputs, api_name="next_trial")
-    tab.submit.click(on_submit, [session, tab.study, tab.trial_id, tab.key, *answers], tab.trial_outputs,
+    tab.submit.click(on_submit, [session, tab.study, tab.trial_id, tab.key, *answers], tab.submit_outputs,
                      api_name="submit_rating", concurrency_limit=None, concurrency_id="rating",
                      show_progress="hidden").then(None, js=UNLOCK_JS, api_name=False)
     tab.save_profile.click(on_profile, [session, tab.specialty, tab.years, tab.colonoscopies],
@@ -176,24 +187,48 @@ def _show_next(tab: RateTab, db, token: str, study_id: int) -> dict:
 
 
 def _trial_screen(tab: RateTab, db, token: str, study_id: int, view: studies.TrialView | None) -> dict:
-    """The rating screen showing ``view`` (answers cleared, its successor preloaded), or the rater's summary."""
+    """The rating screen opened on ``view`` (answers cleared, its successor preloaded), or on the rater's summary."""
     if view is None:
         summary = studies.personal_summary(db, token, study_id)
         return {**tab.closed(), tab.screen: gr.update(visible=True), tab.body: gr.update(visible=False),
                 tab.status: _summary_text(summary)}
     is_pair = view.mode == "pair"
+    values = _trial_values(tab, view)
+    return {**values, tab.screen: gr.update(visible=True), tab.body: gr.update(visible=True),
+            tab.answers["mask_fit"]: gr.update(value=None, visible=view.ask_mask_fit),
+            tab.image: gr.update(value=values[tab.image], visible=not is_pair),
+            tab.left: gr.update(value=values[tab.left], visible=is_pair),
+            tab.right: gr.update(value=values[tab.right], visible=is_pair),
+            tab.single: gr.update(visible=not is_pair), tab.pair: gr.update(visible=is_pair)}
+
+
+def _next_values(tab: RateTab, db, token: str, study_id: int, view: studies.TrialView | None) -> dict:
+    """A submit's reply (``RateTab.submit_outputs``): ``view``'s values on the open screen, or the summary.
+
+    Plain values: the screen's layout stays as ``_trial_screen`` set it, but for the mask question of a
+    study that outlines masks (hidden on its attention checks). After the last trial the images and
+    answers are emptied and the status holds the summary; rate.css then hides the screen's body.
+    """
+    if view is None:
+        closed = tab.closed()
+        summary = studies.personal_summary(db, token, study_id)
+        return {**{output: closed[output] for output in tab.submit_outputs}, tab.status: _summary_text(summary)}
+    values = _trial_values(tab, view)
+    if view.masks_shown:
+        values[tab.answers["mask_fit"]] = gr.update(value=None, visible=view.ask_mask_fit)
+    return values
+
+
+def _trial_values(tab: RateTab, view: studies.TrialView) -> dict:
+    """The values of ``submit_outputs`` that show ``view``: answers cleared, its images, its successor's preloaded."""
+    is_pair = view.mode == "pair"
     upcoming = (*view.upcoming, None, None)[:2]
-    answers = {widget: _CLEARED.get(name) for name, widget in tab.answers.items()}
-    answers[tab.answers["mask_fit"]] = gr.update(value=None, visible=view.ask_mask_fit)
-    return {**answers, tab.screen: gr.update(visible=True), tab.body: gr.update(visible=True), tab.notice: "",
+    return {**{widget: _CLEARED.get(name) for name, widget in tab.answers.items()}, tab.notice: "",
             tab.status: f"**Image {view.position} of {view.total}**",
             tab.progress: f'<progress max="{view.total}" value="{view.position - 1}" aria-label="Progress"></progress>',
             tab.trial_id: str(view.trial_id), tab.key: secrets.token_urlsafe(16),
-            tab.image: gr.update(value=None if is_pair else view.image_paths[0], visible=not is_pair),
-            tab.left: gr.update(value=view.image_paths[0] if is_pair else None, visible=is_pair),
-            tab.right: gr.update(value=view.image_paths[1] if is_pair else None, visible=is_pair),
-            **dict(zip(tab.preload, upcoming)),
-            tab.single: gr.update(visible=not is_pair), tab.pair: gr.update(visible=is_pair)}
+            tab.image: None if is_pair else view.image_paths[0], tab.left: view.image_paths[0] if is_pair else None,
+            tab.right: view.image_paths[1] if is_pair else None, **dict(zip(tab.preload, upcoming))}
 
 
 def _chooser(tab: RateTab, db, token: str, preferred: int | None) -> dict:

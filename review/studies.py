@@ -76,6 +76,7 @@ class TrialView:
     image_paths: tuple[str, ...]  # presented files, named by random token
     ask_mask_fit: bool = False  # the image shows a polyp mask's outline: does it fit the lesion?
     upcoming: tuple[str, ...] = ()  # presented files of the trial after this one (the browser preloads them)
+    masks_shown: bool = False  # the study outlines masks (asked on every trial but its attention checks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,9 +321,10 @@ def _show_next(db: sqlite_utils.Database, study: dict, rater_id: int, trials: li
     trial = trials[0]
     study_store.mark_shown(db, trial["id"])
     rated, total = study_store.rater_progress(db, study["id"], rater_id)
-    ask = bool(study["design"].get("show_masks")) and trial["kind"] != "attention"
+    masks = bool(study["design"].get("show_masks"))
     upcoming = _paths(trials[1]) if len(trials) > 1 else ()
-    return TrialView(study["id"], trial["id"], rated + 1, total, study["mode"], _paths(trial), ask, upcoming)
+    return TrialView(study["id"], trial["id"], rated + 1, total, study["mode"], _paths(trial),
+                     masks and trial["kind"] != "attention", upcoming, masks)
 
 
 def _loadable(view: TrialView | None) -> TrialView | None:

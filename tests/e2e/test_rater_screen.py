@@ -207,7 +207,7 @@ def _start_by_link(page, served_app, app_config, created) -> int:
     return total
 
 
-def test_the_pair_screen_fits_a_laptop_too(laptop, served_app, seeded, app_config):
+def test_the_pair_screen_fits_a_laptop_too_and_ends_on_the_summary(laptop, served_app, seeded, app_config):
     from playwright.sync_api import expect
 
     page = laptop
@@ -220,9 +220,18 @@ def test_the_pair_screen_fits_a_laptop_too(laptop, served_app, seeded, app_confi
     for n in range(4):
         _inside_viewport(page, page.locator("#rate-questions .kbd-q").nth(n), f"question {n + 1}")
     _inside_viewport(page, page.get_by_role("button", name="Submit"), "Submit")
-    for key in ["1", "5", "1", "2", "Enter"]:
-        page.keyboard.press(key)
-    expect(page.get_by_text(f"Image 2 of {total}")).to_be_visible(timeout=TIMEOUT_MS)
+    for position in range(2, total + 2):  # every trial, to the summary
+        for key in ["1", "5", "1", "2", "Enter"]:
+            page.keyboard.press(key)
+        if position <= total:
+            expect(page.get_by_text(f"Image {position} of {total}")).to_be_visible(timeout=TIMEOUT_MS)
+            expect(page.locator("body.polyp-locked")).to_have_count(0, timeout=TIMEOUT_MS)
+    # After the last submit only the summary is left: no image, no question, no Submit.
+    expect(page.get_by_text("All done: thank you!")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text(f"You rated {total} images.")).to_be_visible()
+    expect(page.locator("#rate-body")).to_be_hidden()
+    expect(page.get_by_role("button", name="Submit")).to_be_hidden()
+    expect(page.locator("#rate-images img")).to_have_count(0)
     _only_the_rate_tab(page)
 
 

@@ -144,3 +144,5 @@ def test_an_incomplete_submit_names_every_missing_answer_and_stores_nothing(serv
                           " WHERE trials.study_id = ?", [second.study_id]).fetchone()[0] == 0
     reply = client.predict(token, second.study_id, trial, key, *SINGLE_ANSWER, api_name="/submit_rating")
     assert reply[0].startswith("**Image 2 of") and "please answer" not in json.dumps(reply)
+    # A submit's reply is the next trial's values only: no layout update (each costs the server milliseconds).
+    assert not [value for value in reply if isinstance(value, dict) and value.get("__type__") == "update"]
