@@ -5,9 +5,10 @@
 Each code tree (the baseline commit, exported with ``git archive``, and this checkout) is measured
 in its own worker process, in the same run, the same way:
 - in-process: the work one submit handler does, timed per call from 1 and from N threads. A tree
-  with ``studies.submit_and_next`` is timed as its Rate tab calls it (``Services.db()``, the session
-  check, ``submit_and_next``); an older tree as that code was timed (``studies.submit`` then
-  ``studies.next_item`` on one ``connect``);
+  is timed as its Rate tab calls it: with ``studies.submit_and_next_shared``, ``Services.db()``, the
+  session check, then the shared commit; with ``studies.submit_and_next``, the same on the thread's
+  connection; an older tree as that code was timed (``studies.submit`` then ``studies.next_item`` on
+  one ``connect``);
 - over HTTP: the served app (``create_app(config).queue(default_concurrency_limit=2)``, as app.py
   serves it) in a server process of its own, as in use, driven by gradio_client from N threads of the
   worker process on the same machine, each a signed-in rater calling ``/submit_rating`` until the
@@ -86,12 +87,16 @@ def rate_in_process(services, study_id: int, user: str, password: str) -> list[f
         token = studies.sign_in(db, user, password)
         view = studies.next_item(db, token, study_id)
     combined = hasattr(studies, "submit_and_next")
+    shared = hasattr(studies, "submit_and_next_shared")
     times = []
     while view is not None:
         key = f"key-{user}-{view.trial_id}"
         start = time.perf_counter()
         with services.db() as db:
-            if combined:  # as the Rate tab's submit calls it
+            if shared:  # as the Rate tab's submit calls it
+                studies.account(db, token)
+                _, view = studies.submit_and_next_shared(services.pool, token, study_id, view.trial_id, ANSWER, key)
+            elif combined:
                 studies.account(db, token)
                 _, view = studies.submit_and_next(db, token, study_id, view.trial_id, ANSWER, key)
             else:  # the baseline's path, as its benchmark timed it

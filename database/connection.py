@@ -8,12 +8,14 @@ connection costs more than a whole submit, as SQLite reads the schema again for 
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 from sqlite_utils import Migrations
@@ -22,6 +24,7 @@ from sqlite_utils.utils import dedupe_keys
 from database.schema import MIGRATIONS
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 SYNCHRONOUS = "FULL"
@@ -148,6 +151,12 @@ def _apply_migrations(db: sqlite_utils.Database, migrations: Migrations) -> None
     logger.info("%s schema at %s", migrations.name, migrations.applied(db)[-1].name)
 
 
+WRITE_BATCH = 64
+"""Most writes ``ConnectionPool.write`` commits at once."""
+WRITER_IDLE_S = 30.0
+"""Seconds the writer thread waits for a write before it ends (and closes its connection)."""
+
+
 class ConnectionPool:
     """One open connection per thread to one database file, reused from call to call; one writer at a time.
 
@@ -162,6 +171,9 @@ class ConnectionPool:
     tries).
     Other processes (the command line) still meet SQLite's own lock and busy timeout.
 
+    ``pool.write(work)`` runs a write on the pool's writer thread instead, with the writes of other
+    threads that arrive meanwhile: several in one transaction and one synced commit (group commit).
+
     Args:
         path: The database file.
         migrations: The schema to bring the file up to; the study database's by default.
@@ -174,6 +186,88 @@ class ConnectionPool:
         self.migrations = migrations
         self._idle = threading.local()
         self._write_lock = threading.RLock()  # re-entrant: a nested connection's write then waits on SQLite, as without a pool
+        self._writes: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()  # starting and stopping the writer thread
+
+    def write(self, work: Callable[[sqlite_utils.Database], T]) -> T:
+        """``work(db)`` in a write transaction on the writer thread; its result once that transaction is committed.
+
+        Writes of other threads waiting meanwhile (up to ``WRITE_BATCH``) share the transaction, each in a
+        savepoint of its own, and its one commit: with ``synchronous=FULL`` a commit waits for the disk, and
+        20 raters submitting at once then wait for a few commits instead of 20 in turn. A write is acknowledged
+        (this returns) only after that commit; a ``work`` that raises leaves nothing (its savepoint is rolled
+        back) and its error is raised here; a commit that fails is raised to every write of the batch.
+
+        ``work`` runs on another thread: it must use only the ``db`` it is given, and must not call ``write``.
+        """
+        done: Future = Future()
+        with self._writer_lock:
+            self._writes.put((work, done))
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"writer {self.path.name}", daemon=True)
+                self._writer.start()
+        return done.result()
+
+    def _write_loop(self) -> None:
+        """The writer thread: batches of writes until none arrives for ``WRITER_IDLE_S``, then it ends."""
+        db = None
+        try:
+            while True:
+                try:
+                    batch = [self._writes.get(timeout=WRITER_IDLE_S)]
+                except queue.Empty:
+                    with self._writer_lock:
+                        if self._writes.empty():  # nothing arrived meanwhile: the next write starts a new writer
+                            self._writer = None
+                            return
+                    continue
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(self._writes.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    if db is None or not _usable(db):
+                        db = open_database(self.path, self.migrations)
+                except BaseException as error:  # noqa: BLE001 - handed to every caller of the batch
+                    for _, done in batch:
+                        done.set_exception(error)
+                    continue
+                self._commit_batch(db, batch)
+        finally:
+            if db is not None:
+                db.close()
+
+    def _commit_batch(self, db: Database, batch: list) -> None:
+        """One transaction for ``batch``'s writes, each in a savepoint; results are handed out after the commit."""
+        outcomes = []
+        try:
+            with self._write_lock:  # the process's other writers (``Database.atomic``) wait for this batch
+                db.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for work, done in batch:
+                        db.conn.execute("SAVEPOINT polyp_write")
+                        try:
+                            outcomes.append((done, work(db), None))
+                        except Exception as error:  # noqa: BLE001 - the caller's error, raised in the caller
+                            db.conn.execute("ROLLBACK TO polyp_write")
+                            outcomes.append((done, None, error))
+                        db.conn.execute("RELEASE polyp_write")
+                    db.conn.execute("COMMIT")
+                except BaseException:
+                    if db.conn.in_transaction:
+                        db.conn.rollback()
+                    raise
+        except BaseException as error:  # noqa: BLE001 - nothing of the batch was stored: every caller hears why
+            for _, done in batch:
+                done.set_exception(error)
+            return
+        for done, result, error in outcomes:
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
 
     @contextmanager
     def connection(self) -> Iterator[sqlite_utils.Database]:

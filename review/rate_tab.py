@@ -150,8 +150,9 @@ def build_rate(services, session: gr.Textbox) -> RateTab:
             studies.account(db, token)  # who asks comes first, whatever else is wrong
             if not trial or study_id is None:
                 raise gr.Error(NO_TRIAL)
-            try:
-                _, view = studies.submit_and_next(db, token, int(study_id), int(trial), _answers(values), submit_key)
+            try:  # in a commit shared with the raters submitting at the same moment
+                _, view = studies.submit_and_next_shared(services.pool, token, int(study_id), int(trial),
+                                                         _answers(values), submit_key)
             except studies.MissingAnswers as missing:  # everything stays on screen; the notice names what is left
                 return {tab.notice: _missing_text(tab, missing.names)}
             return _next_values(tab, db, token, int(study_id), view)

@@ -23,6 +23,7 @@ from common.spreadsheet import neutralise_row
 from database import raters as rater_store
 from database import ratings as rating_store
 from database import studies as study_store
+from database.connection import ConnectionPool
 from review import auth
 
 logger = logging.getLogger(__name__)
@@ -307,10 +308,28 @@ def submit_and_next(db: sqlite_utils.Database, session: str, study_id: int, tria
     Raises:
         The errors of ``submit`` (nothing is stored) and ``next_item`` (the rating is kept).
     """
+    return _loadable_reply(_submit_and_show(db, session, study_id, trial_id, answers, key, response_ms))
+
+
+def submit_and_next_shared(pool: ConnectionPool, session: str, study_id: int, trial_id: int, answers: dict,
+                           key: str) -> tuple[bool, TrialView | None]:
+    """``submit_and_next`` through ``pool.write``: submits of raters waiting at the same moment share one commit.
+
+    What the served Rate tab calls. Acknowledged (returned) only once committed; errors as ``submit_and_next``.
+    """
+    return _loadable_reply(pool.write(lambda db: _submit_and_show(db, session, study_id, trial_id, answers, key, None)))
+
+
+def _submit_and_show(db, session, study_id, trial_id, answers, key, response_ms) -> tuple[bool, TrialView | None]:
     who, study = _rater_study(db, session, study_id)
     with db.atomic():
         stored, unrated = _store(db, who, study, trial_id, answers, key, response_ms)
         view = _show_next(db, study, who.id, unrated)
+    return stored, view
+
+
+def _loadable_reply(reply: tuple[bool, TrialView | None]) -> tuple[bool, TrialView | None]:
+    stored, view = reply
     return stored, _loadable(view)
 
 

@@ -1,4 +1,4 @@
-"""database.connection: immediate transactions, the SELECT fast path, synchronous mode, and the per-thread pool."""
+"""database.connection: immediate transactions, the SELECT fast path, synchronous mode, the per-thread pool and its group commit."""
 
 from __future__ import annotations
 
@@ -152,3 +152,120 @@ def test_pool_writers_take_turns_and_lose_no_update(path):
 def test_pool_refuses_memory_databases():
     with pytest.raises(ValueError, match=":memory:"):
         ConnectionPool(":memory:")
+
+
+# ---------------------------------------------------------------------------------------------
+# pool.write: group commit on the writer thread
+
+CHILD = ("CREATE TABLE IF NOT EXISTS child (id INTEGER PRIMARY KEY,"
+         " counter_id INTEGER REFERENCES counter(id) DEFERRABLE INITIALLY DEFERRED)")
+
+
+def _increment(db) -> int:
+    n = db.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
+    db.execute("UPDATE counter SET n = ? WHERE id = 1", [n + 1])
+    return n + 1
+
+
+def _counter(path) -> int:
+    with connect(path) as db:
+        return db.execute("SELECT n FROM counter WHERE id = 1").fetchone()[0]
+
+
+def _recording_batches(pool, monkeypatch) -> list[int]:
+    """The size of each batch the writer commits, in order (recorded when it starts committing)."""
+    sizes: list[int] = []
+    commit = pool._commit_batch
+
+    def recorded(db, batch):
+        sizes.append(len(batch))
+        commit(db, batch)
+
+    monkeypatch.setattr(pool, "_commit_batch", recorded)
+    return sizes
+
+
+def _write_while_locked(pool, sizes: list[int], works: list) -> list:
+    """``pool.write(work)`` for each of ``works``, from threads, all in one batch; each one's result or error.
+
+    This thread holds the write lock while a first write (of nothing) reaches the writer, which then
+    waits for the lock; ``works`` queue behind it, and the writer takes them all at once after it.
+    """
+    outcomes: list = [None] * len(works)
+
+    def call(i: int) -> None:
+        try:
+            outcomes[i] = pool.write(works[i])
+        except Exception as error:  # noqa: BLE001 - compared by the test
+            outcomes[i] = error
+
+    def wait_until(condition) -> None:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    opening = threading.Thread(target=pool.write, args=(lambda db: None,))
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
+    with pool.connection() as db, db.atomic():  # the process's write lock: the writes wait meanwhile
+        opening.start()
+        wait_until(lambda: len(sizes) == 1)
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: pool._writes.qsize() == len(works))
+    for thread in (opening, *threads):
+        thread.join(timeout=10)
+    assert sizes == [1, len(works)]
+    return outcomes
+
+
+def test_pool_write_shares_commits_between_threads_and_loses_no_update(path, monkeypatch):
+    pool = ConnectionPool(path)
+    sizes = _recording_batches(pool, monkeypatch)
+    outcomes = _write_while_locked(pool, sizes, [_increment] * 10)
+    assert sorted(outcomes) == list(range(1, 11))  # one commit; each saw the writes before it
+    assert _counter(path) == 10
+
+
+def test_a_write_that_raises_leaves_nothing_and_the_rest_of_its_batch_commits(path, monkeypatch):
+    pool = ConnectionPool(path)
+    sizes = _recording_batches(pool, monkeypatch)
+
+    def refused(db):
+        _increment(db)
+        raise ValueError("refused after writing")
+
+    outcomes = _write_while_locked(pool, sizes, [_increment, refused, _increment])
+    assert isinstance(outcomes[1], ValueError) and "refused after writing" in str(outcomes[1])
+    assert sorted(o for o in outcomes if isinstance(o, int)) == [1, 2]
+    assert _counter(path) == 2
+
+
+def test_a_failed_commit_is_raised_to_every_write_of_its_batch_and_stores_none(path, monkeypatch):
+    with connect(path) as db:
+        db.execute(CHILD)
+    pool = ConnectionPool(path)
+    sizes = _recording_batches(pool, monkeypatch)
+
+    def dangling(db):  # a deferred foreign key: the statement passes, the COMMIT fails
+        db.execute("INSERT INTO child (counter_id) VALUES (99)")
+        return "inserted"
+
+    outcomes = _write_while_locked(pool, sizes, [_increment, dangling, _increment])
+    assert all(isinstance(o, sqlite3.IntegrityError) and "FOREIGN KEY" in str(o) for o in outcomes), outcomes
+    assert _counter(path) == 0
+    with connect(path) as db:
+        assert db.execute("SELECT count(*) FROM child").fetchone()[0] == 0
+
+
+def test_the_writer_thread_ends_when_idle_and_the_next_write_starts_another(path, monkeypatch):
+    import database.connection as connection
+
+    monkeypatch.setattr(connection, "WRITER_IDLE_S", 0.05)
+    pool = ConnectionPool(path)
+    assert pool.write(_increment) == 1
+    deadline = time.monotonic() + 5
+    while pool._writer is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._writer is None
+    assert pool.write(_increment) == 2
+    assert _counter(path) == 2

@@ -95,7 +95,19 @@ def test_a_missing_next_image_keeps_the_rating_and_says_so(study):
     assert _ratings(db) == 1  # committed before the next trial's files were looked at
 
 
-def test_pooled_raters_at_once_store_every_rating_once(tmp_path, review_env):
+def test_a_missing_next_image_keeps_the_rating_in_a_shared_commit_too(study):
+    db, study_id, ann, _ = study
+    pool = ConnectionPool(db.execute("PRAGMA database_list").fetchone()[2])
+    view = studies.next_item(db, ann, study_id)
+    for path in view.upcoming:
+        Path(path).unlink()
+    with pytest.raises(ReviewError, match="could not be loaded"):
+        studies.submit_and_next_shared(pool, ann, study_id, view.trial_id, ANSWER, "key-before-missing")
+    assert _ratings(db) == 1
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own connection", "shared commit"])
+def test_pooled_raters_at_once_store_every_rating_once(tmp_path, review_env, shared):
     db, data, admin, ids = review_env
     names = [f"rater{i}" for i in range(6)]
     design = StudyDesign(mode="single", checkpoint_ids=tuple(ids), images_per_cell=2, real_per_label=4,
@@ -111,9 +123,12 @@ def test_pooled_raters_at_once_store_every_rating_once(tmp_path, review_env):
             view = studies.next_item(mine, token, created.study_id)
         count = 0
         while view is not None:
-            with pool.connection() as mine:
-                stored, view = studies.submit_and_next(mine, token, created.study_id, view.trial_id, ANSWER,
-                                                       f"key-{name}-{count:04d}")
+            key = f"key-{name}-{count:04d}"
+            if shared:  # as the served Rate tab submits
+                stored, view = studies.submit_and_next_shared(pool, token, created.study_id, view.trial_id, ANSWER, key)
+            else:
+                with pool.connection() as mine:
+                    stored, view = studies.submit_and_next(mine, token, created.study_id, view.trial_id, ANSWER, key)
             count += stored
         return count
 
