@@ -3,6 +3,8 @@
 A ``sqlite3`` connection belongs to the thread that opened it, so callers open a database per
 call (``connect``) or keep one per thread (``ConnectionPool``, what the served app uses: opening a
 connection costs more than a whole submit, as SQLite reads the schema again for every new one).
+The pool's ``write`` commits the writes of threads arriving together in one transaction (group
+commit), which the Rate tab's submits use.
 """
 
 from __future__ import annotations

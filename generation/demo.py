@@ -2,16 +2,18 @@
 
     python -m generation.demo --out assets/demo [--work work/demo-phantoms] [--run work/demo-run] [--device auto]
 
-Two runs, each in a work folder that keeps a checkpoint, and the training state to resume from,
-every 250 steps; run the command again after a stop and it continues from the newest one:
+Three runs, each in a work folder that keeps its checkpoints, and the training state to resume
+from, every 250 or 500 steps; run the command again after a stop and it continues from the newest one:
 1. ``--run``: the autoencoder (2500 steps), stage 1 (500 steps, generic prompt) and stage 2 (2000
    steps, pathology prompts);
-2. ``--run``-continued: 1000 more stage-2 steps at a lower learning rate on the UNet of run 1's
-   last checkpoint (``generation.train --base``), whose EMA weights it starts from.
+2. ``--run``-continued: 1000 more stage-2 steps on run 1's last checkpoint (``generation.train
+   --base``), a fresh optimiser whose EMA starts from that UNet;
+3. ``--run``-continued-2: 4500 more stage-2 steps on the pipeline of run 2's last UNet (assembled
+   in ``--run``-continued/pipeline-3500), with a slower EMA.
 At the end four checkpoints are copied into ``--out`` without their training state, in fp16:
-steps 250 and 500 (stage 1: frames without pathology), 2500 (end of run 1) and 3500 (end of run
-2, assembled from run 1's autoencoder and run 2's UNet); ``--out``'s other checkpoints are
-removed. 82 minutes on this 2-core CPU with other jobs running (docs/benchmarks.md); minutes on a GPU.
+steps 250 and 500 (stage 1: frames without pathology), 2500 (end of run 1) and 8000 (end of run
+3: run 1's autoencoder with run 3's UNet); ``--out``'s other checkpoints are removed. About 145
+minutes on this 2-core CPU (docs/benchmarks.md); minutes on a GPU.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if __name__ == "__main__":
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from generation import train  # noqa: E402
@@ -40,65 +43,107 @@ logger = logging.getLogger(__name__)
 DEMO_STEPS = (250, 500, 2500)
 """Checkpoints of run 1 that are shipped: two early in stage 1 (frames without pathology), its last."""
 
-CONTINUED_STEPS = 1000
-"""Stage-2 steps of run 2; its last checkpoint is shipped as step ``DEMO_STEPS[-1] + CONTINUED_STEPS``."""
+TRAINING_FLAGS = ["--batch-size", "16", "--save-dtype", "fp16", "--save-state", "last", "--no-validation",
+                  "--log-every", "50"]
 
 DEMO_TRAINING = [
     "--preset", "demo", "--vae-steps", "2500", "--vae-batch-size", "8", "--vae-crop", "64", "--vae-perceptual", "0.5",
     "--stage1-steps", "500", "--stage2-steps", "2000", "--checkpoint-every", "250",
-    "--batch-size", "16", "--lr", "3e-4", "--ema-decay", "0.998", "--save-dtype", "fp16", "--seed", "0",
-    "--save-state", "last", "--no-validation", "--log-every", "50",
+    "--lr", "3e-4", "--ema-decay", "0.998", "--seed", "0", *TRAINING_FLAGS,
 ]
 """Run 1 of the shipped demo checkpoints. No held-out split: the demo's quality is measured on
 phantoms of seeds it never saw (``benchmarks/demo_quality.py``), a stronger test."""
 
-CONTINUED_TRAINING = [
-    "--vae-steps", "0", "--stage1-steps", "0", "--stage2-steps", str(CONTINUED_STEPS), "--checkpoint-every", "250",
-    "--batch-size", "16", "--lr", "2e-4", "--ema-decay", "0.998", "--save-dtype", "fp16", "--seed", "1",
-    "--save-state", "last", "--no-validation", "--log-every", "50",
-]
-"""Run 2: more stage-2 steps on run 1's last UNet (``--base``), a fresh optimiser, seed 1."""
+
+@dataclass(frozen=True)
+class Continuation:
+    """A run of more stage-2 steps on the UNet of the run before (``generation.train --base``)."""
+
+    steps: int
+    lr: str
+    ema_decay: str
+    seed: int
+    checkpoint_every: int
+
+    def recipe(self) -> list[str]:
+        return ["--vae-steps", "0", "--stage1-steps", "0", "--stage2-steps", str(self.steps),
+                "--checkpoint-every", str(self.checkpoint_every), "--lr", self.lr, "--ema-decay", self.ema_decay,
+                "--seed", str(self.seed), *TRAINING_FLAGS]
+
+
+CONTINUATIONS = (Continuation(1000, "2e-4", "0.998", 1, 250), Continuation(4500, "2e-4", "0.999", 2, 500))
+"""Runs 2 and 3: stage 2 continued, each with a fresh optimiser and seed; run 3's EMA averages longer."""
+
+FINAL_STEP = DEMO_STEPS[-1] + sum(run.steps for run in CONTINUATIONS)
+"""The shipped checkpoint of the last run: ``checkpoint-8000``."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m generation.demo",
         description="Re-create the embedded demo checkpoints: draw phantom frames, train the compact model (v2, 128 px) "
-        f"on them in --run (resumable: run it again after a stop), then copy the checkpoints of steps "
-        f"{', '.join(map(str, DEMO_STEPS))} into --out.",
+        f"on them in --run and its two continued runs beside it (resumable: run it again after a stop), then copy "
+        f"the checkpoints of steps {', '.join(map(str, (*DEMO_STEPS, FINAL_STEP)))} into --out.",
     )
     parser.add_argument("--out", type=Path, default=Path("assets/demo"), help="where the checkpoints go (default assets/demo)")
     parser.add_argument("--work", type=Path, default=Path("work/demo-phantoms"), help="where the phantom training frames go (default work/demo-phantoms)")
     parser.add_argument("--run", type=Path, default=Path("work/demo-run"),
-                        help="the training run's folder: checkpoints every 250 steps and the state to resume from (default work/demo-run)")
+                        help="run 1's folder (checkpoints every 250 steps and the state to resume from); runs 2 and 3 go beside it, "
+                        "in RUN-continued and RUN-continued-2 (default work/demo-run)")
     parser.add_argument("--n-per-label", type=int, default=300, help="phantom frames per pathology (default 300)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Draw the phantom frames (unless ``--work`` holds them), train or resume both runs, copy into ``--out``; returns 0."""
+    """Draw the phantom frames (unless ``--work`` holds them), train or resume the three runs, copy into ``--out``.
+
+    Returns:
+        0, or the exit status of a training run that failed.
+    """
     if not (args.work / MANIFEST_FILE).is_file():
         write_phantom_set(args.work, n_per_label=args.n_per_label, seed=0)
-    first = args.run / f"checkpoint-{DEMO_STEPS[-1]}"
-    second = continued_run(args.run)
-    for run, recipe in ((args.run, DEMO_TRAINING), (second, ["--base", str(first), *CONTINUED_TRAINING])):
-        if (run / f"checkpoint-{_last_step(recipe)}").is_dir():
-            continue
-        train_argv = ["--data", str(args.work), "--out", str(run), "--device", args.device, *recipe]
-        if _has_state(run):
-            train_argv += ["--resume", str(run)]
-        status = train.main(train.parse_args(train_argv))
+    status = _train(args, args.run, DEMO_TRAINING)
+    step = DEMO_STEPS[-1]
+    for number, continuation in enumerate(CONTINUATIONS, start=1):
         if status:
             return status
+        run = continued_run(args.run, number)
+        status = _train(args, run, ["--base", str(_base_of(args.run, number)), *continuation.recipe()])
+        step += continuation.steps
+        whole = run / f"pipeline-{step}"
+        if not status and number < len(CONTINUATIONS) and not whole.is_dir():  # what the next run continues
+            publish_continued(_base_of(args.run, number), run / f"checkpoint-{continuation.steps}", whole)
+    if status:
+        return status
     publish(args.run, args.out)
-    publish_continued(first, second / f"checkpoint-{CONTINUED_STEPS}", args.out / f"checkpoint-{DEMO_STEPS[-1] + CONTINUED_STEPS}")
+    last = continued_run(args.run, len(CONTINUATIONS)) / f"checkpoint-{CONTINUATIONS[-1].steps}"
+    publish_continued(_base_of(args.run, len(CONTINUATIONS)), last, args.out / f"checkpoint-{FINAL_STEP}")
     return 0
 
 
-def continued_run(run: Path) -> Path:
-    """Run 2's folder, beside run 1's: ``work/demo-run-continued``."""
-    return run.with_name(run.name + "-continued")
+def _train(args: argparse.Namespace, run: Path, recipe: list[str]) -> int:
+    """Train ``recipe`` into ``run`` unless its last checkpoint is there, resuming from its state if it has one."""
+    if (run / f"checkpoint-{_last_step(recipe)}").is_dir():
+        return 0
+    train_argv = ["--data", str(args.work), "--out", str(run), "--device", args.device, *recipe]
+    if _has_state(run):
+        train_argv += ["--resume", str(run)]
+    return train.main(train.parse_args(train_argv))
+
+
+def _base_of(run: Path, number: int) -> Path:
+    """The pipeline continuation ``number`` (1-based) trains on: run 1's last checkpoint, or the one assembled
+    from the continuation before it."""
+    if number == 1:
+        return run / f"checkpoint-{DEMO_STEPS[-1]}"
+    step = DEMO_STEPS[-1] + sum(c.steps for c in CONTINUATIONS[:number - 1])
+    return continued_run(run, number - 1) / f"pipeline-{step}"
+
+
+def continued_run(run: Path, number: int = 1) -> Path:
+    """The folder of continuation ``number``, beside run 1's: ``work/demo-run-continued``, then ``-continued-2``."""
+    return run.with_name(run.name + "-continued" + ("" if number == 1 else f"-{number}"))
 
 
 def _last_step(recipe: list[str]) -> int:
@@ -124,7 +169,7 @@ def publish(run: Path, out: Path, steps: tuple[int, ...] = DEMO_STEPS) -> list[P
         The copied checkpoint folders.
     """
     out.mkdir(parents=True, exist_ok=True)
-    wanted = {f"checkpoint-{step}" for step in steps} | {f"checkpoint-{steps[-1] + CONTINUED_STEPS}"}
+    wanted = {f"checkpoint-{step}" for step in steps} | {f"checkpoint-{FINAL_STEP}"}
     for step in steps:
         name = f"checkpoint-{step}"
         with atomic_folder(out / name) as tmp:
@@ -140,13 +185,15 @@ def publish_continued(base: Path, continued: Path, out: Path) -> Path:
     """Write ``out``: the pipeline folder ``base`` with the UNet of ``continued`` (a ``--base`` run's checkpoint).
 
     Its ``polypturing.json`` is ``base``'s with the step counted on from ``base``'s, stage 2, and
-    what the continuation did (``continued``: its steps, schedule and creation time).
+    ``continued``: the list of continuations so far, this one last (its first step, steps, schedule).
     """
     before, after = read_metadata(base), read_metadata(continued)
     metadata = {key: value for key, value in before.items() if key != "format"}
+    history = before.get("continued", [])
+    history = [history] if isinstance(history, dict) else list(history)  # one record, as the first demo v2 wrote
     metadata.update(step=int(before["step"]) + int(after["step"]), stage=2, created_at=after.get("created_at"),
-                    continued={"from_step": int(before["step"]), "steps": int(after["step"]),
-                               "schedule": after.get("schedule"), "base": "the checkpoint of from_step"})
+                    continued=[*history, {"from_step": int(before["step"]), "steps": int(after["step"]),
+                                          "schedule": after.get("schedule"), "base": "the checkpoint of from_step"}])
     with atomic_folder(out) as tmp:
         shutil.copytree(base, tmp, ignore=shutil.ignore_patterns(STATE_FOLDER, "unet"))
         shutil.copytree(continued / "unet", tmp / "unet")
