@@ -144,20 +144,36 @@ def start_server(tmp: Path) -> tuple[subprocess.Popen, str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     tree = Path(sys.path[0])
+    # Its output goes nowhere: a server left running must not hold the worker's pipes open.
     server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--serve",
-                               str(tmp), "--port", str(port)], cwd=tree, stdout=subprocess.DEVNULL)
+                               str(tmp), "--port", str(port)], cwd=tree, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server process for {tree} ended with status {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5):
-                return server, url
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError(f"the server process for {tree} did not answer at {url} within 120 s")
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server process for {tree} ended with status {server.returncode}")
+            try:
+                with direct.open(url, timeout=5):
+                    return server, url
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"the server process for {tree} did not answer at {url} within 120 s")
+    except BaseException:
+        stop_server(server)
+        raise
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """End the server process: asked first, killed after 10 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def measure(how: str, raters: int, trials: int, client_defaults: bool = False, same_process: bool = False) -> list[float]:
@@ -189,8 +205,7 @@ def measure(how: str, raters: int, trials: int, client_defaults: bool = False, s
             if app is not None:
                 app.close()
             if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+                stop_server(server)
         with connect(config.db_path) as db:
             stored = db.execute("SELECT count(*) FROM ratings").fetchone()[0]
         if stored != len(times):

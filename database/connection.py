@@ -9,7 +9,9 @@ commit), which the Rate tab's submits use.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -188,9 +190,7 @@ class ConnectionPool:
         self.migrations = migrations
         self._idle = threading.local()
         self._write_lock = threading.RLock()  # re-entrant: a nested connection's write then waits on SQLite, as without a pool
-        self._writes: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()  # starting and stopping the writer thread
+        self._start_writes()
 
     def write(self, work: Callable[[sqlite_utils.Database], T]) -> T:
         """``work(db)`` in a write transaction on the writer thread; its result once that transaction is committed.
@@ -201,48 +201,83 @@ class ConnectionPool:
         (this returns) only after that commit; a ``work`` that raises leaves nothing (its savepoint is rolled
         back) and its error is raised here; a commit that fails is raised to every write of the batch.
 
-        ``work`` runs on another thread: it must use only the ``db`` it is given, and must not call ``write``.
+        ``work`` runs on another thread: it must use only the ``db`` it is given and return plain values (no
+        cursor or lazy rows of that connection).
+
+        Raises:
+            RuntimeError: If called from inside a ``work`` or while this thread holds the pool's write lock
+                (inside a pooled ``db.atomic()``): the write would wait for itself.
         """
+        if os.getpid() != self._pid:  # a forked child: the parent's writer thread and locks are not its own
+            self._start_writes()
+        if threading.current_thread() is self._writer or self._write_lock._is_owned():
+            raise RuntimeError("ConnectionPool.write called inside a write (a work function or a pooled atomic()): "
+                               "it would wait for itself")
         done: Future = Future()
         with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                writer = threading.Thread(target=self._write_loop, name=f"writer {self.path.name}", daemon=True)
+                writer.start()  # raises before anything is queued
+                self._writer = writer
             self._writes.put((work, done))
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name=f"writer {self.path.name}", daemon=True)
-                self._writer.start()
         return done.result()
+
+    def _start_writes(self) -> None:
+        self._pid = os.getpid()
+        self._writes: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()  # starting and stopping the writer thread
 
     def _write_loop(self) -> None:
         """The writer thread: batches of writes until none arrives for ``WRITER_IDLE_S``, then it ends."""
         db = None
         try:
-            while True:
-                try:
-                    batch = [self._writes.get(timeout=WRITER_IDLE_S)]
-                except queue.Empty:
-                    with self._writer_lock:
-                        if self._writes.empty():  # nothing arrived meanwhile: the next write starts a new writer
-                            self._writer = None
-                            return
-                    continue
-                while len(batch) < WRITE_BATCH:
-                    try:
-                        batch.append(self._writes.get_nowait())
-                    except queue.Empty:
-                        break
+            while (batch := self._next_batch()) is not None:
                 try:
                     if db is None or not _usable(db):
                         db = open_database(self.path, self.migrations)
                 except BaseException as error:  # noqa: BLE001 - handed to every caller of the batch
-                    for _, done in batch:
-                        done.set_exception(error)
+                    _fail(batch, error)
                     continue
-                self._commit_batch(db, batch)
+                if not self._commit_batch(db, batch):  # the batch failed: start the next on a fresh connection
+                    db.close()
+                    db = None
+        except BaseException as error:  # noqa: BLE001 - the thread stops; nobody is left waiting
+            logger.exception("the writer thread of %s stopped", self.path)
+            with self._writer_lock:
+                self._writer = None
+                pending = []
+                while not self._writes.empty():
+                    pending.append(self._writes.get_nowait())
+            _fail(pending, error)
         finally:
             if db is not None:
                 db.close()
 
-    def _commit_batch(self, db: Database, batch: list) -> None:
-        """One transaction for ``batch``'s writes, each in a savepoint; results are handed out after the commit."""
+    def _next_batch(self) -> list | None:
+        """The writes queued now (waiting for the first); None once none came for ``WRITER_IDLE_S``."""
+        while True:
+            try:
+                batch = [self._writes.get(timeout=WRITER_IDLE_S)]
+                break
+            except queue.Empty:
+                with self._writer_lock:
+                    if self._writes.empty():  # nothing arrived meanwhile: the next write starts a new writer
+                        self._writer = None
+                        return None
+        while len(batch) < WRITE_BATCH:
+            try:
+                batch.append(self._writes.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit_batch(self, db: Database, batch: list) -> bool:
+        """One transaction for ``batch``'s writes, each in a savepoint; results are handed out after the commit.
+
+        Returns:
+            False if the batch as a whole failed (every caller has its error), else True.
+        """
         outcomes = []
         try:
             with self._write_lock:  # the process's other writers (``Database.atomic``) wait for this batch
@@ -253,6 +288,8 @@ class ConnectionPool:
                         try:
                             outcomes.append((done, work(db), None))
                         except Exception as error:  # noqa: BLE001 - the caller's error, raised in the caller
+                            if not db.conn.in_transaction:  # SQLite ended the whole transaction (disk full, I/O)
+                                raise
                             db.conn.execute("ROLLBACK TO polyp_write")
                             outcomes.append((done, None, error))
                         db.conn.execute("RELEASE polyp_write")
@@ -262,14 +299,15 @@ class ConnectionPool:
                         db.conn.rollback()
                     raise
         except BaseException as error:  # noqa: BLE001 - nothing of the batch was stored: every caller hears why
-            for _, done in batch:
-                done.set_exception(error)
-            return
+            logger.error("a batch of %d writes to %s failed, nothing of it was stored: %s", len(batch), self.path, error)
+            _fail(batch, error)
+            return False
         for done, result, error in outcomes:
             if error is None:
                 done.set_result(result)
             else:
                 done.set_exception(error)
+        return True
 
     @contextmanager
     def connection(self) -> Iterator[sqlite_utils.Database]:
@@ -295,6 +333,18 @@ class ConnectionPool:
         self._idle.db = None
         if db is not None:
             db.close()
+
+
+def _fail(batch: list, error: BaseException) -> None:
+    """Hand ``error`` to every caller of ``batch``, each its own copy (raised in many threads at once, one
+    exception object would collect all their tracebacks), chained to the original."""
+    for _, done in batch:
+        try:
+            mine = copy.copy(error)
+        except Exception:  # noqa: BLE001 - an error type that cannot be copied: the message is kept
+            mine = RuntimeError(str(error))
+        mine.__cause__ = error
+        done.set_exception(mine)
 
 
 def _usable(db: sqlite_utils.Database) -> bool:

@@ -269,3 +269,46 @@ def test_the_writer_thread_ends_when_idle_and_the_next_write_starts_another(path
     assert pool._writer is None
     assert pool.write(_increment) == 2
     assert _counter(path) == 2
+
+
+def test_a_write_inside_a_write_is_refused_rather_than_waiting_for_itself(path):
+    pool = ConnectionPool(path)
+    with pytest.raises(RuntimeError, match="wait for itself"):
+        pool.write(lambda db: pool.write(_increment))
+    with pool.connection() as db, db.atomic():  # holding the pool's write lock
+        with pytest.raises(RuntimeError, match="wait for itself"):
+            pool.write(_increment)
+    assert pool.write(_increment) == 1
+
+
+def test_an_error_that_ends_the_transaction_fails_the_batch_with_that_error_and_the_next_write_works(path, monkeypatch):
+    with connect(path) as db:  # a trigger that rolls the whole transaction back, as a full disk would end it
+        db.execute("CREATE TABLE doomed (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TRIGGER doom BEFORE INSERT ON doomed BEGIN SELECT RAISE(ROLLBACK, 'the disk is full'); END")
+    pool = ConnectionPool(path)
+    sizes = _recording_batches(pool, monkeypatch)
+
+    def doomed(db):
+        db.execute("INSERT INTO doomed DEFAULT VALUES")
+
+    outcomes = _write_while_locked(pool, sizes, [_increment, doomed])
+    assert all(isinstance(o, sqlite3.IntegrityError) and "the disk is full" in str(o) for o in outcomes), outcomes
+    assert outcomes[0] is not outcomes[1]  # each caller raises its own copy
+    assert _counter(path) == 0
+    assert pool.write(_increment) == 1
+
+
+def test_a_writer_thread_that_stops_fails_what_waits_and_the_next_write_starts_another(path, monkeypatch):
+    pool = ConnectionPool(path)
+    broken = {"once": True}
+    next_batch = pool._next_batch
+
+    def breaks_once():
+        if broken.pop("once", False):
+            raise MemoryError("the writer thread ran out of memory")
+        return next_batch()
+
+    monkeypatch.setattr(pool, "_next_batch", breaks_once)
+    with pytest.raises(MemoryError, match="ran out of memory"):
+        pool.write(_increment)
+    assert pool.write(_increment) == 1
