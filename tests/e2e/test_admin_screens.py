@@ -57,7 +57,7 @@ def test_admin_creates_a_study_copies_links_reissues_one_and_reads_the_audit(sma
 
     # Filled on sign-in, without pressing Refresh: the next step, and the New study form open on its checkpoints.
     expect(page.locator("#studies-next")).to_contain_text("What to do next: open New study", timeout=TIMEOUT_MS)
-    newest = page.get_by_label(re.compile(r"step 3500 .*phantom demo"))
+    newest = page.get_by_label(re.compile(r"step 8000 .*phantom demo"))
     expect(newest).to_be_visible(timeout=TIMEOUT_MS)
     _shot(page, "studies-open.png")
     page.get_by_label("Study name").fill("laptop pilot")

@@ -39,8 +39,8 @@ def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, a
 
     # 1. Pick the latest demo checkpoint by its visible text.
     page.get_by_role("combobox", name="Checkpoint").click()
-    page.get_by_role("option", name=re.compile(r"step 3500 .*phantom demo")).click()
-    expect(page.get_by_role("combobox", name="Checkpoint")).to_have_value(re.compile(r"step 3500"))
+    page.get_by_role("option", name=re.compile(r"step 8000 .*phantom demo")).click()
+    expect(page.get_by_role("combobox", name="Checkpoint")).to_have_value(re.compile(r"step 8000"))
 
     # 2. Sliders: type into the number box that Gradio puts beside each slider, named after its label.
     _set_slider(page, "Number of images", 2)
@@ -52,13 +52,13 @@ def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, a
     expect(thumbnails).to_have_count(2, timeout=GENERATION_TIMEOUT_MS)
     expect(thumbnails.locator("img")).to_have_count(2)
 
-    # 4. Provenance: one row per image, from checkpoint step 3500, seeds 0 and 1.
+    # 4. Provenance: one row per image, from checkpoint step 8000, seeds 0 and 1.
     table = page.get_by_role("grid", name=re.compile(r"^Provenance"))
     rows = table.get_by_role("row").filter(has=page.get_by_role("gridcell"))
     expect(rows).to_have_count(2)
     header = [cell.strip() for cell in table.get_by_role("columnheader").all_inner_texts()]
     cells = [dict(zip(header, (c.strip() for c in row.get_by_role("gridcell").all_inner_texts()))) for row in rows.all()]
-    assert [(cell["step"], cell["seed"], cell["steps"]) for cell in cells] == [("3500", "0", "10"), ("3500", "1", "10")], cells
+    assert [(cell["step"], cell["seed"], cell["steps"]) for cell in cells] == [("8000", "0", "10"), ("8000", "1", "10")], cells
 
     page.screenshot(path=tmp_path / "generate.png", full_page=True)
     with connect(app_config.db_path) as db:

@@ -165,7 +165,7 @@ def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, se
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("New study").click()
     page.get_by_label("Study name").fill("booth pilot")
-    page.get_by_label(re.compile(r"step 3500 .*phantom demo")).check()
+    page.get_by_label(re.compile(r"step 8000 .*phantom demo")).check()
     page.get_by_label("Synthetic images per checkpoint and pathology").fill("2")
     page.get_by_label("Raters: one per line").fill("erin,erin-password")
     page.get_by_role("button", name="Create study").click()
