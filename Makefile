@@ -43,8 +43,8 @@ kiosk: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-# Re-create the embedded demo checkpoints in assets/demo: two resumable runs in work/ (about 80 min measured on a
-# 2-core CPU shared with other jobs, 2026-12; minutes on a GPU). Stopped? Run it again to continue.
+# Re-create the embedded demo checkpoints in assets/demo: three resumable runs in work/ (about 145 min measured on a
+# 2-core CPU, 2026-12, partly shared with other jobs; minutes on a GPU). Stopped? Run it again to continue.
 demo-assets: $(VENV)/.installed
 	$(PY) -m generation.demo --out assets/demo
 
@@ -66,13 +66,13 @@ demo-analysis: demo-data
 
 # Synthetic labelled data for segmentation on the demo, CPU only: registers the phantom "real" frames with
 # their exact masks, trains a small ControlNet (1000 steps) on the demo's training frames on top of
-# checkpoint-2500, then generates 16 image+mask pairs per pathology from reshaped training masks
+# the newest demo checkpoint (8000), then generates 16 image+mask pairs per pathology from reshaped training masks
 # (data/generated/controlnet-1000-*/images|masks/<label>/). About 6 minutes on a 2-core CPU (measured on the 64 px v1 demo,
 # 2026-11: 346 s, of which 300 s are the 1000 training steps at 0.29 s each), then the downstream
 # segmentation test (9 U-Net runs of about 20 s: about 4 more minutes).
 demo-segmentation: demo-data
 	$(PY) -m review.register --data data/demo-real --masks $(DEMO_SET)
-	$(PY) -m generation.masks.train --base assets/demo/checkpoint-2500 --data data/demo-train --out data/controlnets/demo --steps 1000
+	$(PY) -m generation.masks.train --base assets/demo/checkpoint-8000 --data data/demo-train --out data/controlnets/demo --steps 1000
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label AD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m generation.masks.sample --controlnet data/controlnets/demo/controlnet-1000 --label NonAD --n 16 --masks augmented --mask-pool data/demo-train
 	$(PY) -m evaluation.scorecard --segmentation --set demo
