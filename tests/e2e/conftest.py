@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +75,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def docs_screenshot(page, name: str) -> Path:
+    """A screenshot of the viewport, written into docs/ only with ``POLYP_SCREENSHOTS=1`` (else into a
+    temporary folder), so that a test run leaves the checkout as it was; returns the file."""
+    folder = DOCS if os.environ.get("POLYP_SCREENSHOTS") == "1" else Path(tempfile.mkdtemp(prefix="polyp-screenshot-"))
+    page.screenshot(path=str(folder / name))
+    return folder / name

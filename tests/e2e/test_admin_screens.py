@@ -1,24 +1,23 @@
 """The admin's screens in a real Chromium at 1280x720: the Studies tab filled on sign-in with a line saying what to
 do next, the created study chosen, full invitation links copied with one click and re-issued, the blinding audit
-as a verdict and a table in plain words; each admin tab opens with its next step. Screenshots go to docs/."""
+as a verdict and a table in plain words; each admin tab opens with its next step. Screenshots go to docs/ with POLYP_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from appconfig import AppConfig
 from database.connection import connect
 from review import studies
+from tests.e2e.conftest import docs_screenshot
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT_MS = 30_000
 PUBLIC_URL = "https://review.example.org"
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +120,5 @@ def test_every_admin_tab_opens_with_its_next_step(small_page, served_app, tab, l
 
 
 def _shot(page, name: str) -> None:
-    """A screenshot of the viewport into docs/ (what a 1280x720 laptop shows)."""
-    page.screenshot(path=str(DOCS / name))
+    """A screenshot of the viewport (what a 1280x720 laptop shows), into docs/ with POLYP_SCREENSHOTS=1."""
+    docs_screenshot(page, name)

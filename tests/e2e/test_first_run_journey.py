@@ -1,5 +1,5 @@
 """The first run in a real Chromium at 1280x720: the server prints a setup link, its owner creates the admin in
-the browser and starts the demo project, whose progress a reload finds again. Screenshots go to docs/."""
+the browser and starts the demo project, whose progress a reload finds again. Screenshots go to docs/ with POLYP_SCREENSHOTS=1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import _free_port
+from tests.e2e.conftest import _free_port, docs_screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,7 @@ def test_a_first_run_creates_the_admin_in_the_browser_and_starts_the_demo_projec
     assert token not in page.url
     expect(page.get_by_text("Not signed in.")).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_text(re.compile(r"processing \|"))).to_have_count(0, timeout=TIMEOUT_MS)
-    page.screenshot(path=str(REPO / "docs" / "first-run-setup.png"))
+    docs_screenshot(page, "first-run-setup.png")
 
     page.get_by_label("Admin username").fill("alice")
     page.get_by_label("Password (at least 8 characters)").fill(PASSWORD)
@@ -82,7 +82,7 @@ def test_a_first_run_creates_the_admin_in_the_browser_and_starts_the_demo_projec
     expect(page.get_by_role("button", name="Building…")).to_be_disabled()
     # The panel polls the server: the build moves past its first step without a click.
     expect(page.get_by_text(re.compile(r"Building the demo project: [1-9]\d?%"))).to_be_visible(timeout=180_000)
-    page.screenshot(path=str(REPO / "docs" / "demo-project-progress.png"))
+    docs_screenshot(page, "demo-project-progress.png")
 
     page.reload()  # the progress is the server's: a reload finds the build again
     expect(page.get_by_text("Signed in as alice (admin)")).to_be_visible(timeout=TIMEOUT_MS)
