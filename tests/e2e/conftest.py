@@ -86,3 +86,13 @@ def docs_screenshot(page, name: str) -> Path:
     folder = DOCS if os.environ.get("POLYP_SCREENSHOTS") == "1" else Path(tempfile.mkdtemp(prefix="polyp-screenshot-"))
     page.screenshot(path=str(folder / name))
     return folder / name
+
+
+def sign_in(page, user: str, password: str, timeout_ms: int) -> None:
+    """Sign in with the account bar's form and wait until the page says who is signed in."""
+    from playwright.sync_api import expect  # only the browser tests need Playwright
+
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"Signed in as {user}")).to_be_visible(timeout=timeout_ms)

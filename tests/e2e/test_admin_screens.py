@@ -11,7 +11,7 @@ import pytest
 from appconfig import AppConfig
 from database.connection import connect
 from review import studies
-from tests.e2e.conftest import docs_screenshot
+from tests.e2e.conftest import docs_screenshot, sign_in
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 pytestmark = pytest.mark.e2e
@@ -48,10 +48,7 @@ def test_admin_creates_a_study_copies_links_reissues_one_and_reads_the_audit(sma
 
     page = small_page
     page.goto(served_app)
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=TIMEOUT_MS)
+    sign_in(page, "admin", ADMIN_PASSWORD, TIMEOUT_MS)
     page.get_by_role("tab", name="Studies (admin)").click()
 
     # Filled on sign-in, without pressing Refresh: the next step, and the New study form open on its checkpoints.
@@ -112,9 +109,7 @@ def test_every_admin_tab_opens_with_its_next_step(small_page, served_app, tab, l
 
     page = small_page
     page.goto(served_app)
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, "admin", ADMIN_PASSWORD, TIMEOUT_MS)
     page.get_by_role("tab", name=tab).click()
     expect(page.get_by_text(line)).to_be_in_viewport(timeout=TIMEOUT_MS)
 

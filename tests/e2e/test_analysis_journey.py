@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import sign_in
 from tests.evaluation.study.simulated_study import make_simulated_study
 from tests.review.conftest import ADMIN_PASSWORD
 
@@ -27,10 +28,7 @@ def test_admin_analyses_a_simulated_study_and_downloads_the_report(page, served_
     from playwright.sync_api import expect
 
     page.goto(served_app)
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=TIMEOUT_MS)
+    sign_in(page, "admin", ADMIN_PASSWORD, TIMEOUT_MS)
     page.get_by_role("tab", name="Analysis (admin)").click()
 
     study = page.get_by_role("combobox", name="Study")

@@ -9,6 +9,7 @@ import pytest
 from database.connection import connect
 from database.images import count_images
 from review import studies
+from tests.e2e.conftest import sign_in
 from tests.review.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.e2e
@@ -29,10 +30,7 @@ def test_generate_two_images_from_the_latest_demo_checkpoint(page, served_app, a
     # Generating is for admins: before sign-in the tab is not there at all.
     expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
     expect(page.get_by_role("tab", name="Generate")).to_have_count(0)
-    page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text("Signed in as admin")).to_be_visible(timeout=GENERATION_TIMEOUT_MS)
+    sign_in(page, "admin", ADMIN_PASSWORD, GENERATION_TIMEOUT_MS)
     page.get_by_role("tab", name="Generate").click()
     generate = page.get_by_role("button", name="Generate", exact=True)
     expect(generate, "the Generate tab should appear once on the page").to_have_count(1)

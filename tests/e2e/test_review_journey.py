@@ -15,6 +15,7 @@ from database import studies as study_store
 from database.connection import connect, open_db
 from review import studies, study_setup
 from review.design import StudyDesign
+from tests.e2e.conftest import sign_in
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
 pytestmark = pytest.mark.e2e
@@ -38,15 +39,6 @@ def seeded(app_config, tmp_path_factory):
         study_setup.open_study(db, admin, made[mode].study_id)
     db.close()
     return made
-
-
-def _sign_in(page, user, password):
-    from playwright.sync_api import expect
-
-    page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_text(f"Signed in as {user}")).to_be_visible(timeout=TIMEOUT_MS)
 
 
 def _give_profile(page):
@@ -87,7 +79,7 @@ def test_rater_rates_with_the_keyboard_reloads_and_resumes(page, served_app, see
     page.goto(served_app)
     expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=TIMEOUT_MS)
     expect(page.get_by_role("tab")).to_have_count(0)  # before sign-in: no tab at all
-    _sign_in(page, "dana", "dana-password")
+    sign_in(page, "dana", "dana-password", TIMEOUT_MS)
     expect(page.get_by_role("tab", name="Rate", exact=True)).to_be_visible()
     for admin_tab in ("Studies (admin)", "Evaluate (admin)", "Analysis (admin)", "Generate"):
         expect(page.get_by_role("tab", name=admin_tab)).to_have_count(0)
@@ -160,7 +152,7 @@ def test_admin_creates_a_study_opens_it_and_exports_the_csv(page, served_app, se
     exports_before = set(glob.glob(f"{tempfile.gettempdir()}/polyp-export-*"))
     violations = _csp_violations(page)
     page.goto(served_app)
-    _sign_in(page, "admin", ADMIN_PASSWORD)
+    sign_in(page, "admin", ADMIN_PASSWORD, TIMEOUT_MS)
     page.get_by_role("tab", name="Studies (admin)").click()
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("New study").click()
