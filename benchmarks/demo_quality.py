@@ -13,6 +13,9 @@ seed 0), centre-cropped and resized to that resolution as training does:
 The baseline, measured in the same run: phantom set seed 12 (as many images) in place of the
 generated ones, so "FID ratio" is the checkpoint's FID over the FID between two phantom sets of
 the same size, and the phantoms' own label fidelity is the ceiling.
+The floor, also in the same run: phantom set seed 12 encoded and decoded by each distinct
+autoencoder of the checkpoints (posterior mean). A UNet can at best hand its decoder the latents
+of real frames, so no checkpoint on that autoencoder is expected to score better than this row.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
     sys.path[0] = str(REPO)
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
 import tempfile  # noqa: E402
@@ -42,6 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.generation import cpu_model  # noqa: E402
 from common.labels import LABELS  # noqa: E402
 from evaluation.distances import fid, kid  # noqa: E402
 from evaluation.features import extract, load_inception  # noqa: E402
@@ -82,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [_row("phantoms, set seed 12 (baseline)", "-", reference, features[BASELINE_SEED], phantoms[BASELINE_SEED][1], classifier, 0.0)]
     baseline_fid = rows[0]["fid"]
     grid = [_grid_row(*phantoms[BASELINE_SEED])]
+    for info, vae in _distinct_autoencoders(checkpoints):
+        images, labels = reconstruct(vae, phantoms[BASELINE_SEED][0]), phantoms[BASELINE_SEED][1]
+        rows.append(_row(f"{info.name}'s autoencoder: set seed 12 encoded and decoded (floor)", "-", reference,
+                         extract(images, extractor), labels, classifier, 0.0))
+        grid.append(_grid_row(images, labels))
     for info in checkpoints:
         images, labels, seconds = _generate(info, args.n)
         rows.append(_row(info.name, info.stage, reference, extract(images, extractor), labels, classifier, seconds))
@@ -89,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(_report(args, size, rows, baseline_fid)))
     if args.grid:
         Image.fromarray(np.concatenate(grid, axis=0)).save(args.grid)
-        print(f"\nGrid: {args.grid} (top row: phantoms; then one row per checkpoint, oldest first; "
+        print(f"\nGrid: {args.grid} (top row: phantoms; then the same phantoms through each distinct autoencoder; "
+              f"then one row per checkpoint, oldest first; "
               f"{GRID_PER_LABEL} AD then {GRID_PER_LABEL} Non-AD each)")
     return 0
 
@@ -99,6 +110,29 @@ def _phantoms(folder: Path, seed: int, n: int, size: int) -> tuple[list[np.ndarr
     write_phantom_set(folder, n_per_label=n, seed=seed)
     data = load_training_set(folder, size)
     return _uint8(data.pixels), list(data.labels)
+
+
+def _distinct_autoencoders(checkpoints) -> list[tuple[object, torch.nn.Module]]:
+    """(first checkpoint, autoencoder) for each different autoencoder among ``checkpoints``, by the hash of its weights."""
+    seen, found = set(), []
+    for info in checkpoints:
+        folder = Path(info.path) / "vae"
+        if not folder.is_dir() and info.base is not None:  # a UNet or adapter decoded by its base's autoencoder
+            folder = Path(info.base) / "vae"
+        digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(folder.glob("*.safetensors"))))
+        if digest.hexdigest() not in seen:
+            seen.add(digest.hexdigest())
+            found.append((info, load_pipeline(info, torch.device("cpu")).vae))
+    return found
+
+
+@torch.inference_mode()
+def reconstruct(vae: torch.nn.Module, images: list[np.ndarray], batch: int = 32) -> list[np.ndarray]:
+    """``images`` (uint8 HxWx3) encoded to their posterior means by ``vae`` and decoded again, as uint8."""
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    dtype = next(vae.parameters()).dtype
+    decoded = [vae.decode(vae.encode(chunk.to(dtype)).latent_dist.mean).sample.float() for chunk in pixels.split(batch)]
+    return _uint8(torch.cat(decoded))
 
 
 def _uint8(pixels: torch.Tensor) -> list[np.ndarray]:
@@ -133,7 +167,7 @@ def _report(args, size: int, rows: list[dict], baseline_fid: float) -> list[str]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
         "# Demo quality benchmark", "",
-        f"- Machine: {_cpu_model()}, {cores} usable cores, torch threads {torch.get_num_threads()}; "
+        f"- Machine: {cpu_model()}, {cores} usable cores, torch threads {torch.get_num_threads()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"- Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- Command: `python benchmarks/demo_quality.py {shlex.join(sys.argv[1:])}`",
@@ -150,16 +184,6 @@ def _report(args, size: int, rows: list[dict], baseline_fid: float) -> list[str]
                      f"{row['fidelity']:.3f} {ci} | {per.get('AD', float('nan')):.2f} | {per.get('NonAD', float('nan')):.2f} | "
                      f"{row['seconds']:.0f} |")
     return lines
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

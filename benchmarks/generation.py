@@ -177,7 +177,7 @@ def median_seconds(call: Callable[[], object], repeats: int, device: torch.devic
 def _machine_header(device: torch.device, repeats: int) -> list[str]:
     import diffusers
 
-    cpu = _cpu_model()
+    cpu = cpu_model()
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     gpu = "none"
@@ -198,7 +198,7 @@ def _machine_header(device: torch.device, repeats: int) -> list[str]:
     ]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         fields = dict(
             (key.strip().lower(), value.strip())
