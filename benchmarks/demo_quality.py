@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline_fid = rows[0]["fid"]
     grid = [_grid_row(*phantoms[BASELINE_SEED])]
     for info, vae in _distinct_autoencoders(checkpoints):
-        images, labels = reconstruct(vae, phantoms[BASELINE_SEED][0]), phantoms[BASELINE_SEED][1]
+        images, labels = _reconstruct(vae, phantoms[BASELINE_SEED][0]), phantoms[BASELINE_SEED][1]
         rows.append(_row(f"{info.name}'s autoencoder: set seed 12 encoded and decoded (floor)", "-", reference,
                          extract(images, extractor), labels, classifier, 0.0))
         grid.append(_grid_row(images, labels))
@@ -127,7 +127,7 @@ def _distinct_autoencoders(checkpoints) -> list[tuple[object, torch.nn.Module]]:
 
 
 @torch.inference_mode()
-def reconstruct(vae: torch.nn.Module, images: list[np.ndarray], batch: int = 32) -> list[np.ndarray]:
+def _reconstruct(vae: torch.nn.Module, images: list[np.ndarray], batch: int = 32) -> list[np.ndarray]:
     """``images`` (uint8 HxWx3) encoded to their posterior means by ``vae`` and decoded again, as uint8."""
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     dtype = next(vae.parameters()).dtype
