@@ -113,15 +113,20 @@ def _phantoms(folder: Path, seed: int, n: int, size: int) -> tuple[list[np.ndarr
 
 
 def _distinct_autoencoders(checkpoints) -> list[tuple[object, torch.nn.Module]]:
-    """(first checkpoint, autoencoder) for each different autoencoder among ``checkpoints``, by the hash of its weights."""
+    """(first checkpoint, autoencoder) for each different autoencoder among ``checkpoints``, by the hash of its weights.
+
+    A checkpoint with no ``vae/`` folder of its own or of its base (a single file) counts as an
+    autoencoder of its own, keyed by its fingerprint.
+    """
     seen, found = set(), []
     for info in checkpoints:
         folder = Path(info.path) / "vae"
         if not folder.is_dir() and info.base is not None:  # a UNet or adapter decoded by its base's autoencoder
             folder = Path(info.base) / "vae"
-        digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(folder.glob("*.safetensors"))))
-        if digest.hexdigest() not in seen:
-            seen.add(digest.hexdigest())
+        weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        key = hashlib.sha256(b"".join(f.read_bytes() for f in weights)).hexdigest() if weights else info.fingerprint
+        if key not in seen:
+            seen.add(key)
             found.append((info, load_pipeline(info, torch.device("cpu")).vae))
     return found
 
