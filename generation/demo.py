@@ -1,18 +1,18 @@
-"""Re-create the embedded demo: phantom frames, the compact model (v2) trained on them, four checkpoints.
+"""Re-create the embedded demo: phantom frames, the compact model (v3) trained on them, four checkpoints.
 
     python -m generation.demo --out assets/demo [--work work/demo-phantoms] [--run work/demo-run] [--device auto]
 
 Three runs, each in a work folder that keeps its checkpoints, and the training state to resume
 from, every 250 or 500 steps; run the command again after a stop and it continues from the newest one:
-1. ``--run``: the autoencoder (2500 steps), stage 1 (500 steps, generic prompt) and stage 2 (2000
+1. ``--run``: the autoencoder (2500 steps), stage 1 (1500 steps, generic prompt) and stage 2 (1000
    steps, pathology prompts);
 2. ``--run``-continued: 1000 more stage-2 steps on run 1's last checkpoint (``generation.train
    --base``), a fresh optimiser whose EMA starts from that UNet;
 3. ``--run``-continued-2: 4500 more stage-2 steps on the pipeline of run 2's last UNet (assembled
    in ``--run``-continued/pipeline-3500), with a slower EMA.
 At the end four checkpoints are copied into ``--out`` without their training state, in fp16:
-steps 250 and 500 (stage 1: frames without pathology), 2500 (end of run 1) and 8000 (end of run
-3: run 1's autoencoder with run 3's UNet); ``--out``'s other checkpoints are removed. About 145
+steps 1000 and 1500 (stage 1: frames without pathology), 2500 (end of run 1) and 8000 (end of
+run 3: run 1's autoencoder with run 3's UNet); ``--out``'s other checkpoints are removed. About 145
 minutes on this 2-core CPU (docs/benchmarks.md); minutes on a GPU.
 """
 
@@ -40,15 +40,16 @@ from generation.training_state import STATE_FOLDER, TrainingStateError, find_sta
 
 logger = logging.getLogger(__name__)
 
-DEMO_STEPS = (250, 500, 2500)
-"""Checkpoints of run 1 that are shipped: two early in stage 1 (frames without pathology), its last."""
+DEMO_STEPS = (1000, 1500, 2500)
+"""Checkpoints of run 1 that are shipped: two of stage 1 (frames without pathology: the UNet has learnt
+what a frame looks like, not yet what the pathology words mean) and run 1's last."""
 
 TRAINING_FLAGS = ["--batch-size", "16", "--save-dtype", "fp16", "--save-state", "last", "--no-validation",
                   "--log-every", "50"]
 
 DEMO_TRAINING = [
     "--preset", "demo", "--vae-steps", "2500", "--vae-batch-size", "8", "--vae-crop", "64", "--vae-perceptual", "0.5",
-    "--stage1-steps", "500", "--stage2-steps", "2000", "--checkpoint-every", "250",
+    "--stage1-steps", "1500", "--stage2-steps", "1000", "--checkpoint-every", "250",
     "--lr", "3e-4", "--ema-decay", "0.998", "--seed", "0", *TRAINING_FLAGS,
 ]
 """Run 1 of the shipped demo checkpoints. No held-out split: the demo's quality is measured on
@@ -81,7 +82,7 @@ FINAL_STEP = DEMO_STEPS[-1] + sum(run.steps for run in CONTINUATIONS)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m generation.demo",
-        description="Re-create the embedded demo checkpoints: draw phantom frames, train the compact model (v2, 128 px) "
+        description="Re-create the embedded demo checkpoints: draw phantom frames, train the compact model (v3, 128 px) "
         f"on them in --run and its two continued runs beside it (resumable: run it again after a stop), then copy "
         f"the checkpoints of steps {', '.join(map(str, (*DEMO_STEPS, FINAL_STEP)))} into --out.",
     )

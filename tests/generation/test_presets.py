@@ -53,3 +53,13 @@ def test_tiny_is_an_alias_of_preset_tiny_and_contradictions_are_refused(capsys):
     with pytest.raises(SystemExit):
         train.parse_args([*base, "--base", "sd", "--preset", "base"])
     assert "--preset" in capsys.readouterr().err
+
+
+def test_plain_levels_have_no_cross_attention_and_at_least_one_level_keeps_it():
+    demo = PRESETS["demo"]
+    with torch.device("meta"):
+        unet = build_unet(demo)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    assert unet.config.up_block_types == ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    with pytest.raises(ValueError, match="unet_plain_levels=3: a UNet of 4 levels needs 0 to 2 plain levels"):
+        build_unet(CompactModelConfig(unet_plain_levels=3))
