@@ -23,7 +23,7 @@ def test_assets_stay_within_their_budget():
 
 def test_demo_checkpoints_span_both_stages_and_are_marked_as_phantoms():
     found = discover_checkpoints(DEMO_DIR)
-    assert [(c.step, c.stage) for c in found] == [(250, 1), (500, 1), (2500, 2), (8000, 2)]
+    assert [(c.step, c.stage) for c in found] == [(1000, 1), (1500, 1), (2500, 2), (8000, 2)]
     assert [c.step for c in found] == [*DEMO_STEPS, FINAL_STEP]
     assert all(c.is_phantom and "phantom demo" in c.label for c in found)
     assert all(c.metadata["saved_dtype"] == "fp16" for c in found)
@@ -90,7 +90,7 @@ def test_the_recipe_chains_three_runs_and_a_second_call_trains_nothing(tmp_path,
             for part in ("unet", "vae"):
                 (folder / part).mkdir(parents=True, exist_ok=True)
             (folder / "unet" / "weights").write_text(f"{args.out.name} {step}")
-            write_metadata(folder, {"step": step, "stage": 1 if step <= 500 and args.base is None else 2,
+            write_metadata(folder, {"step": step, "stage": 1 if step <= 1500 and args.base is None else 2,
                                     "schedule": {"seed": args.seed, "lr": args.lr}})
         return 0
 

@@ -17,6 +17,7 @@ from database import images as image_store
 from database import studies as study_store
 from database.connection import open_db
 from generation.checkpoints import inspect_checkpoint
+from generation.demo import DEMO_STEPS
 from generation.pipelines import load_pipeline
 from generation.prompts import load_prompts
 from generation.sampling import SamplingRequest, generate
@@ -26,7 +27,7 @@ from review.presentation import encode, encoded_length, present
 from review.study_setup import RaterSpec
 from tests.review.conftest import ADMIN_PASSWORD, add_images
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "demo" / "checkpoint-500"
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "assets" / "demo" / f"checkpoint-{DEMO_STEPS[0]}"
 SIZE = 64
 
 
