@@ -39,8 +39,8 @@ class CompactModelConfig:
     channels nor decoder fine-tunes of up to 500 steps (pixel, perceptual or adversarial losses)
     changed that. v3 downsamples 4x into 4 channels (twice v2's numbers per image): the same
     autoencoder training scores FID 64.5. Its UNet adds a 32x32 level without attention in front
-    of v2's three (with attention there, a forward pass took 3.9x v2's); a forward pass of a
-    batch of 16 takes 308 ms against v2's 270. The
+    of v2's three (v2's UNet itself on 32x32 latents, attending at 32x32, took 3.9x as long); a
+    forward pass of a batch of 16 takes 308 ms against v2's 270 ms. The
     autoencoder has no mid-block attention, which cost over a quarter of a training step at 128 px;
     the widths keep four fp16 demo checkpoints under ``assets/``'s 60 MB.
     """
