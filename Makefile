@@ -43,8 +43,8 @@ kiosk: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest
 
-# Re-create the embedded demo checkpoints in assets/demo: three resumable runs in work/ (about 176 min measured on a
-# 2-core CPU, 2026-12, partly shared with other jobs; minutes on a GPU). Stopped? Run it again to continue.
+# Re-create the embedded demo checkpoints in assets/demo: three resumable runs in work/ (103 min measured from
+# scratch on an idle 2-core CPU, 2026-12; minutes on a GPU). Stopped? Run it again to continue.
 demo-assets: $(VENV)/.installed
 	$(PY) -m generation.demo --out assets/demo
 

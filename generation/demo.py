@@ -12,8 +12,8 @@ from, every 250 or 500 steps; run the command again after a stop and it continue
    in ``--run``-continued/pipeline-3500), with a slower EMA.
 At the end four checkpoints are copied into ``--out`` without their training state, in fp16:
 steps 1000 and 1500 (stage 1: frames without pathology), 2500 (end of run 1) and 8000 (end of
-run 3: run 1's autoencoder with run 3's UNet); ``--out``'s other checkpoints are removed. About 176
-minutes on this 2-core CPU (README, docs/benchmarks.md); minutes on a GPU.
+run 3: run 1's autoencoder with run 3's UNet); ``--out``'s other checkpoints are removed. About 103
+minutes from scratch on an idle 2-core CPU (README, docs/benchmarks.md); minutes on a GPU.
 """
 
 from __future__ import annotations
